@@ -1,0 +1,45 @@
+# Captionsite: `make run` starts the service, `make test` runs the whole test suite.
+
+PYTHON ?= python3.11
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+
+# The stamps name a hash of the requirement files, so an edit to either reinstalls
+# and an unchanged checkout skips pip entirely.
+RUN_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
+DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+RUN_STAMP := $(VENV)/.installed-run-$(RUN_HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
+
+.PHONY: run test venv venv-dev chromium migrate
+
+run: venv
+	$(VENV_PYTHON) scripts/run.py
+
+test: venv-dev chromium
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+migrate: venv
+	$(VENV_PYTHON) manage.py migrate --noinput
+
+venv: $(RUN_STAMP)
+
+venv-dev: $(DEV_STAMP)
+
+$(RUN_STAMP): requirements.txt
+	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install -r requirements.txt
+	rm -f $(VENV)/.installed-run-*
+	touch $@
+
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(VENV_PYTHON) -m pip install -r requirements-dev.txt
+	rm -f $(VENV)/.installed-dev-*
+	touch $@
+
+# The browser tests drive Debian's Chromium through Playwright.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "Installing Debian's chromium and chromium-driver for the browser tests"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	fi

@@ -1,0 +1,27 @@
+"""Reads of captioning state, shared by the API, the pages, the tasks and the admin."""
+
+import uuid
+
+from django.db.models import QuerySet
+
+from captioning.models import CaptionJob, ModelVersion
+
+
+def job_get(*, job_id: uuid.UUID | str) -> CaptionJob | None:
+    """Return a job with its model version, or None when no job has that id."""
+    try:
+        return CaptionJob.objects.select_related("model_version").get(id=job_id)
+    except (CaptionJob.DoesNotExist, ValueError):
+        return None
+
+
+def job_list_recent(*, user=None) -> QuerySet[CaptionJob]:
+    """Return jobs newest first, only `user`'s when a signed-in user is given."""
+    jobs = CaptionJob.objects.select_related("model_version").order_by("-created_at")
+    if user is not None and user.is_authenticated:
+        jobs = jobs.filter(user=user)
+    return jobs
+
+
+def model_version_get_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True).first()

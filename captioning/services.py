@@ -1,0 +1,259 @@
+"""Every change of state in the captioning app: creating, running and failing jobs,
+and activating model versions. Views, the API, tasks and the admin call these.
+"""
+
+import logging
+import uuid
+from typing import IO
+
+from django.conf import settings
+from django.core.files.base import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from captioning import imaging, inference, selectors
+from captioning.models import CaptionJob, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+class NoActiveModelVersion(Exception):
+    """No model version is active, so a job has nothing to caption it with."""
+
+
+def upload_name(*, job_id: uuid.UUID, extension: str) -> str:
+    """Return the storage name for a job's image; the extension follows the content."""
+    return f"uploads/{job_id}.{extension}"
+
+
+def job_enqueue(*, job_id: uuid.UUID) -> None:
+    """Send a job to the workers, logging rather than raising when the broker is down.
+
+    A job that could not be sent stays queued in the database, which is the record.
+    """
+    from captioning.tasks import caption_job_run
+
+    try:
+        caption_job_run.delay(str(job_id))
+    except Exception:
+        logger.exception("Could not enqueue caption job %s; it stays queued", job_id)
+    else:
+        logger.info("Enqueued caption job %s", job_id)
+
+
+def job_create(
+    *,
+    upload: IO[bytes],
+    original_filename: str = "",
+    user=None,
+    model_version: ModelVersion | None = None,
+    beam_size: int | None = None,
+    max_length: int | None = None,
+) -> CaptionJob:
+    """Check an upload, store it, create a queued job, and enqueue it after commit.
+
+    Raises imaging.ImageRejected before anything is stored when the upload cannot be
+    captioned. `model_version` pins the job to a version; None uses the version that is
+    active when a worker runs it.
+    """
+    checked = imaging.upload_check(file=upload)
+
+    job_id = uuid.uuid4()
+    name = upload_name(job_id=job_id, extension=checked.extension)
+    upload.seek(0)
+    stored_name = default_storage.save(name, File(upload, name=name))
+    try:
+        with transaction.atomic():
+            job = CaptionJob.objects.create(
+                id=job_id,
+                user=user if user is not None and user.is_authenticated else None,
+                image=stored_name,
+                original_filename=(original_filename or "")[:255],
+                byte_size=checked.byte_size,
+                format=checked.format,
+                width=checked.width,
+                height=checked.height,
+                sha256=checked.sha256,
+                beam_size=beam_size,
+                max_length=max_length,
+                model_version=model_version,
+            )
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    except Exception:
+        default_storage.delete(stored_name)
+        raise
+
+    logger.info(
+        "Created caption job %s: %s %dx%d, %d bytes",
+        job.id,
+        checked.format,
+        checked.width,
+        checked.height,
+        checked.byte_size,
+    )
+    return job
+
+
+def job_fail(*, job: CaptionJob, message: str) -> CaptionJob:
+    """Mark a job failed with a message a person can act on."""
+    job.status = CaptionJob.Status.FAILED
+    job.error_message = message
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error_message", "finished_at"])
+    logger.warning("Caption job %s failed: %s", job.id, message)
+    return job
+
+
+def job_start(*, job_id: uuid.UUID) -> CaptionJob | None:
+    """Move a job from queued to running and return it, or None when another worker did.
+
+    The filtered UPDATE makes the move atomic, so one job never runs twice at once.
+    """
+    moved = CaptionJob.objects.filter(id=job_id, status=CaptionJob.Status.QUEUED).update(
+        status=CaptionJob.Status.RUNNING, started_at=timezone.now()
+    )
+    if moved == 0:
+        return None
+    return CaptionJob.objects.select_related("model_version").get(id=job_id)
+
+
+def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | None:
+    """Caption a queued job and store the result or the failure on it.
+
+    Returns the job, or None when it does not exist. A finished job is returned
+    unchanged. A job found running is another worker's, unless the broker delivered
+    it again because the worker that started it died; then it is marked failed, so an
+    image that crashes workers cannot loop forever.
+    """
+    job = selectors.job_get(job_id=job_id)
+    if job is None:
+        logger.warning("Caption job %s does not exist; skipping it", job_id)
+        return None
+    if job.is_finished:
+        logger.info("Caption job %s is already %s; skipping it", job_id, job.status)
+        return job
+    if job.status == CaptionJob.Status.RUNNING:
+        if redelivered:
+            return job_fail(
+                job=job,
+                message=(
+                    "The worker captioning this image stopped before it finished. "
+                    "Upload the image again; if this keeps happening, the image may "
+                    "be crashing the model."
+                ),
+            )
+        logger.info("Caption job %s is running in another worker; skipping it", job_id)
+        return job
+
+    job = job_start(job_id=job_id)
+    if job is None:
+        logger.info("Caption job %s was started by another worker; skipping it", job_id)
+        return selectors.job_get(job_id=job_id)
+    logger.info("Started caption job %s", job.id)
+
+    try:
+        return job_caption(job=job)
+    except imaging.ImageRejected as error:
+        return job_fail(job=job, message=error.message)
+    except (inference.ModelUnavailable, NoActiveModelVersion) as error:
+        return job_fail(job=job, message=str(error))
+    except FileNotFoundError:
+        return job_fail(
+            job=job,
+            message="The uploaded image is no longer in storage. Upload it again.",
+        )
+    except Exception as error:
+        # Any other error is a bug or an outage, not the user's doing. It is recorded
+        # on the job so that the job never stays running, and logged with its traceback.
+        logger.exception("Caption job %s raised an unexpected error", job.id)
+        return job_fail(
+            job=job,
+            message=(
+                f"Captioning failed because of an internal error ({type(error).__name__}). "
+                "Try again later; if it persists, report the job id to the operators."
+            ),
+        )
+
+
+def job_caption(*, job: CaptionJob) -> CaptionJob:
+    """Read, normalise and caption a running job's image, and store the result."""
+    # Model version: the one the job asks for, else the active one.
+    model_version = job.model_version or selectors.model_version_get_active()
+    if model_version is None:
+        raise NoActiveModelVersion(
+            "No model version is active. An administrator has to activate one "
+            "(python manage.py migrate registers the starter model)."
+        )
+
+    # Image
+    with default_storage.open(job.image.name, "rb") as file:
+        image = imaging.image_read_normalised(file=file)
+
+    # Model
+    [result] = inference.images_caption(
+        model_version=model_version,
+        images=[image],
+        num_captions=settings.CAPTION_ALTERNATIVES,
+        beam_size=job.beam_size,
+        max_length=job.max_length,
+    )
+    best = result.captions[0]
+
+    # Result
+    job.status = CaptionJob.Status.SUCCEEDED
+    job.caption = best.text
+    job.truncated = best.truncated
+    job.alternatives = [caption.to_dict() for caption in result.captions]
+    job.model_version = model_version
+    job.model_seconds = result.model_seconds
+    job.error_message = ""
+    job.finished_at = timezone.now()
+    job.save(
+        update_fields=[
+            "status",
+            "caption",
+            "truncated",
+            "alternatives",
+            "model_version",
+            "model_seconds",
+            "error_message",
+            "finished_at",
+        ]
+    )
+    logger.info(
+        "Caption job %s succeeded with model version %s in %.2f s of model time",
+        job.id,
+        model_version.pk,
+        result.model_seconds,
+    )
+    return job
+
+
+def model_version_create(
+    *, name: str, checkpoint: str, activate: bool = False
+) -> ModelVersion:
+    """Register a checkpoint as a model version, reading its config and scores.
+
+    Raises ml.checkpoint.CheckpointError when the file is missing or not a checkpoint.
+    """
+    fields = inference.checkpoint_fields(checkpoint)
+    with transaction.atomic():
+        version = ModelVersion.objects.create(name=name, checkpoint=checkpoint, **fields)
+        logger.info("Registered model version %s (%s) from %s", version.pk, name, checkpoint)
+        if activate or not ModelVersion.objects.filter(is_active=True).exists():
+            version = model_version_activate(model_version=version)
+    return version
+
+
+def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
+    """Make one model version the active one and every other inactive."""
+    with transaction.atomic():
+        # Deactivate first: the database allows at most one active row at any moment.
+        ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(
+            is_active=False
+        )
+        ModelVersion.objects.filter(pk=model_version.pk).update(is_active=True)
+    model_version.is_active = True
+    logger.info("Activated model version %s (%s)", model_version.pk, model_version.name)
+    return model_version

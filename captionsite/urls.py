@@ -1,0 +1,25 @@
+"""URL routes: the REST API under api/v1/, the admin, uploads, and the web pages."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.static import serve
+
+
+def serve_media(request, path):
+    # MEDIA_ROOT is read per request so that tests can point it elsewhere.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("captioning.api.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+]
+
+if settings.SERVE_MEDIA:
+    # Uploads are stored under generated names whose extension matches the detected
+    # format, so the content type that `serve` guesses from the name is correct.
+    urlpatterns.append(re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), serve_media))
+
+urlpatterns.append(path("", include("captioning.web_urls")))
