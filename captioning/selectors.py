@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from captioning.models import CaptionJob, ModelVersion
@@ -11,7 +12,7 @@ def job_get(*, job_id: uuid.UUID | str) -> CaptionJob | None:
     """Return a job with its model version, or None when no job has that id."""
     try:
         return CaptionJob.objects.select_related("model_version").get(id=job_id)
-    except (CaptionJob.DoesNotExist, ValueError):
+    except (CaptionJob.DoesNotExist, ValidationError, ValueError):
         return None
 
 

@@ -158,10 +158,12 @@ USE_TZ = True
 # STATIC_MANIFEST=1 for hashed, compressed, long-cached files.
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_MANIFEST = env_bool("STATIC_MANIFEST", False)
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
+# Only collectstatic writes here. Without the manifest it stays unset, because
+# whitenoise warns on every start about a STATIC_ROOT folder that does not exist.
+STATIC_ROOT = BASE_DIR / "staticfiles" if STATIC_MANIFEST else None
 
 # Uploaded images. Web and workers must share MEDIA_ROOT, or STORAGES["default"] must
 # point at a storage that both reach.

@@ -6,5 +6,6 @@ app_name = "api"
 
 urlpatterns = [
     path("captions/", views.CaptionJobCreateView.as_view(), name="captions"),
-    path("captions/<uuid:job_id>/", views.CaptionJobDetailView.as_view(), name="caption-detail"),
+    # `str`, not `uuid`, so that a malformed id gets the API's JSON 404 instead of Django's page.
+    path("captions/<str:job_id>/", views.CaptionJobDetailView.as_view(), name="caption-detail"),
 ]

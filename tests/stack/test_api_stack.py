@@ -1,0 +1,108 @@
+"""The whole stack over real HTTP: live server, Redis, a Celery worker process and the
+starter model, with photos from the shared datasets.
+"""
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from captioning import services
+from captioning.models import CaptionJob, ModelVersion
+
+pytestmark = pytest.mark.stack
+
+# An upper bound for one job, loading the model included, on a busy two-core CPU.
+# Reaching it fails the test as stuck; it says nothing about how fast captioning is.
+JOB_DEADLINE_SECONDS = 300
+CAPTION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z' -]*[A-Za-z]( ?[.!?])?$")
+
+
+def post_image(url: str, path: Path) -> tuple[int, dict, dict]:
+    """POST a file as multipart field `image`; return status, headers and JSON body."""
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.load(error)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def wait_until_finished(url: str, worker) -> dict:
+    """Poll a job URL until its status is succeeded or failed."""
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        body = get_json(url)
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        time.sleep(0.5)
+    pytest.fail(
+        f"Job {url} was still {body['status']} after {JOB_DEADLINE_SECONDS} s. "
+        f"Worker log:\n{worker.log_text()[-5000:]}"
+    )
+
+
+def test_photo_uploaded_by_api_is_captioned(stack_server, celery_worker_process, dataset_dir):
+    """A Flickr8k photo POSTed to the API ends with a caption from the starter model."""
+    photo = dataset_dir / "flickr8k-900" / "images" / "1001773457_577c3a7d70.jpg"
+
+    status, headers, created = post_image(f"{stack_server}/api/v1/captions/", photo)
+
+    assert status == 202, created
+    assert headers["Location"] == created["url"]
+    assert created["status"] == "queued"
+    body = wait_until_finished(created["url"], celery_worker_process)
+    assert body["status"] == "succeeded", body["error_message"]
+    assert CAPTION_PATTERN.match(body["caption"]), body["caption"]
+    assert body["alternatives"][0]["text"] == body["caption"]
+    assert body["model_version"]["name"] == "starter"
+    assert body["timings"]["queue_seconds"] >= 0
+    assert body["timings"]["model_seconds"] > 0
+    assert body["image"]["width"] > 0
+
+
+def test_rejected_upload_never_reaches_the_worker(stack_server, bad_inputs_dir):
+    status, _, body = post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / "truncated.jpg")
+    assert status == 400
+    assert body["error"]["code"] == "image_corrupt"
+    assert CaptionJob.objects.count() == 0
+
+
+def test_failed_job_leaves_the_worker_running(stack_server, celery_worker_process, dataset_dir):
+    """A job whose model cannot load fails with a message; the next job still succeeds."""
+    broken = ModelVersion.objects.create(name="broken", checkpoint="checkpoints/missing.safetensors")
+    photo = dataset_dir / "coco-mini" / "train2017" / "000000030752.jpg"
+    with open(photo, "rb") as file:
+        job = services.job_create(upload=file, original_filename=photo.name, model_version=broken)
+    job_url = f"{stack_server}/api/v1/captions/{job.id}/"
+
+    failed = wait_until_finished(job_url, celery_worker_process)
+    status, _, created = post_image(f"{stack_server}/api/v1/captions/", photo)
+    succeeded = wait_until_finished(created["url"], celery_worker_process)
+
+    assert failed["status"] == "failed"
+    assert "'broken' could not be loaded" in failed["error_message"]
+    assert status == 202
+    assert succeeded["status"] == "succeeded", succeeded["error_message"]
+    assert celery_worker_process.popen.poll() is None
