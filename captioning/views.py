@@ -35,6 +35,9 @@ STATUS_LABELS = {
 # Formats that every current browser draws. Others (TIFF) are shown as a rendition.
 BROWSER_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP"}
 
+# Pillow's format names as people write them, where the two differ.
+FORMAT_DISPLAY_NAMES = {"WEBP": "WebP"}
+
 JOBS_PER_PAGE = 24
 
 # A stored upload never changes, so browsers may keep it; `private` keeps shared
@@ -44,7 +47,7 @@ IMAGE_CACHE_CONTROL = "private, max-age=86400"
 
 @dataclass
 class UploadResult:
-    """What became of one file of an upload: a job, or the reason it was rejected."""
+    """The outcome of one uploaded file: its job, or the reason it was rejected."""
 
     filename: str
     job: CaptionJob | None = None
@@ -80,7 +83,7 @@ def upload_limits() -> dict:
         "max_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1_000_000:g}",
         "min_side": settings.MIN_IMAGE_SIDE,
-        "formats": [name.title() if name == "WEBP" else name for name in imaging.ACCEPTED_FORMATS],
+        "formats": [FORMAT_DISPLAY_NAMES.get(name, name) for name in imaging.ACCEPTED_FORMATS],
     }
 
 

@@ -14,7 +14,7 @@
   var url = panel.dataset.panelUrl;
 
   var intervalMs = 1000;
-  // Back off while the server does not answer, so a restart does not meet a burst.
+  // Back off while requests fail, so a restarting server does not get a burst.
   var maxIntervalMs = 10000;
   var delayMs = intervalMs;
   var lastStatus = null;

@@ -2,7 +2,8 @@
 //
 // The form posts as plain multipart without this script. The script only keeps the
 // file input's FileList in step with what the person chose or dropped, so the server
-// sees the same request either way and stays the one place that accepts or rejects.
+// receives the same request either way and remains the only place that accepts or
+// rejects a file.
 (function () {
   "use strict";
 
@@ -60,7 +61,7 @@
     selected.splice(index, 1);
     syncInput();
     render();
-    input.focus();
+    choose.focus();
   }
 
   function renderPreview(file, index) {
@@ -162,6 +163,16 @@
       selected = Array.prototype.slice.call(input.files);
       render();
     }
+  });
+
+  // With the script running, a styled button replaces the native file input, whose
+  // "Choose Files" text follows the browser's language rather than the page's.
+  var choose = form.querySelector("[data-choose]");
+  choose.hidden = false;
+  input.classList.add("visually-hidden");
+  input.tabIndex = -1;
+  choose.addEventListener("click", function () {
+    input.click();
   });
 
   if (canAssignFiles) {

@@ -57,8 +57,8 @@ def png_upload():
 def file_upload():
     """Return a factory that reads a file from disk as an upload.
 
-    The content type says nothing about the file, because the checks must decide the
-    format from the content alone.
+    The content type is a generic one, because the checks must decide the format
+    from the content alone.
     """
 
     def make(path: Path) -> SimpleUploadedFile:

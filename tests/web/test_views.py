@@ -72,7 +72,7 @@ class UploadPageTests:
         assert "5.0\xa0MB" in html
         assert "12 megapixels" in html
         assert "at least 64 pixels" in html
-        assert "JPEG, PNG, Webp, GIF, BMP, TIFF" in html
+        assert "JPEG, PNG, WebP, GIF, BMP, TIFF" in html
 
     def test_form_is_plain_multipart_with_csrf(self, client):
         response = client.get(UPLOAD_URL)
@@ -119,7 +119,7 @@ class UploadPageTests:
         assert "tiny.png" in html
         assert "minimum is 32x32" in html
 
-    def test_only_rejected_files_answer_400(self, client, private_media_root, png_upload):
+    def test_all_files_rejected_returns_400(self, client, private_media_root, png_upload):
         response = client.post(UPLOAD_URL, {"images": png_upload("tiny.png", size=(8, 8))})
 
         assert response.status_code == 400
@@ -127,13 +127,13 @@ class UploadPageTests:
         assert CaptionJob.objects.count() == 0
         assert stored_uploads(private_media_root) == []
 
-    def test_post_without_files_answers_400(self, client):
+    def test_post_without_files_returns_400(self, client):
         response = client.post(UPLOAD_URL, {})
 
         assert response.status_code == 400
         assert "Choose at least one photo to upload." in response.content.decode()
 
-    def test_too_many_files_answer_400(self, client, png_upload):
+    def test_too_many_files_return_400(self, client, png_upload):
         files = [png_upload(f"photo-{index}.png") for index in range(21)]
 
         response = client.post(UPLOAD_URL, {"images": files})
@@ -196,7 +196,7 @@ class BadInputFormTests:
         job = CaptionJob.objects.get()
         assert (job.width, job.height) == (640, 426)
 
-    def test_png_named_txt_is_stored_and_served_as_png(self, client, bad_inputs_dir, file_upload):
+    def test_png_named_txt_served_as_png(self, client, bad_inputs_dir, file_upload):
         client.post(UPLOAD_URL, {"images": file_upload(bad_inputs_dir / "png-named.txt")})
 
         job = CaptionJob.objects.get()

@@ -1,0 +1,240 @@
+"""The pages in a real browser against the real stack: Redis, a Celery worker, the model.
+
+Playwright drives Debian's Chromium (/usr/bin/chromium); it never downloads a browser.
+Screenshots of the main pages go to test-artifacts/screenshots/.
+"""
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+# The first job of a session loads the model in the worker, on a CPU shared with
+# other work, so the caption may take much longer than the few seconds it usually does.
+CAPTION_TIMEOUT_MS = 180_000
+JOB_URL = re.compile(r"/jobs/[0-9a-f-]{36}/$")
+
+
+@pytest.fixture
+def browser(stack_server):
+    """Start Chromium for one test.
+
+    Playwright's sync API runs an event loop in this thread, and Django refuses
+    database queries while one runs. Depending on `stack_server` makes pytest stop the
+    browser before the database is flushed after the test.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing; install it with `apt-get install -y chromium`.")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, stack_server):
+    context = browser.new_context(base_url=stack_server, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS_DIR / f"{name}.png"), full_page=True)
+
+
+def submit_upload(page) -> "playwright_sync.Response":
+    """Submit the upload form and return the response to the POST itself."""
+    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+        page.get_by_role("button", name=re.compile("Upload and caption|上传并生成描述")).click()
+    page.wait_for_load_state()
+    return posted.value
+
+
+class UploadInBrowserTests:
+    def test_photo_is_captioned_on_job_page_without_reload(self, page, photo_path):
+        page.goto("/")
+        page.get_by_label("Choose photos to caption").set_input_files(str(photo_path))
+        playwright_sync.expect(page.locator(".preview")).to_have_count(1)
+        playwright_sync.expect(page.locator(".preview-name")).to_have_text(photo_path.name)
+        screenshot(page, "upload-with-preview")
+
+        response = submit_upload(page)
+
+        assert response.status == 302
+        assert JOB_URL.search(page.url), page.url
+        screenshot(page, "job-waiting")
+        # A reload would clear this marker, so finding it later proves the caption
+        # arrived through the polling script.
+        page.evaluate("window.loadedOnce = true")
+        caption = page.locator("[data-caption]")
+        caption.wait_for(timeout=CAPTION_TIMEOUT_MS)
+        assert page.evaluate("window.loadedOnce") is True
+
+        text = caption.inner_text().strip()
+        assert len(text.split()) >= 3, text
+        playwright_sync.expect(page.locator("[data-job-image]")).to_have_attribute("alt", text)
+        playwright_sync.expect(page.locator("[data-status-badge]")).to_have_text("Succeeded")
+        assert page.locator(".alternative").count() >= 1
+        playwright_sync.expect(page.locator(".facts")).to_contain_text("Model version")
+        assert page.locator("[data-job-image]").evaluate("image => image.naturalWidth") > 0
+        screenshot(page, "job-captioned")
+
+        job_id = page.url.rstrip("/").rsplit("/", 1)[1]
+        api = page.request.get(f"/api/v1/captions/{job_id}/").json()
+        assert api["caption"] == text
+
+        page.goto("/jobs/")
+        card = page.locator(".job-card").first
+        playwright_sync.expect(card.locator("img")).to_have_attribute("alt", text)
+        assert card.locator("img").evaluate("image => image.naturalWidth") > 0
+        screenshot(page, "recent-jobs")
+
+    def test_dropped_files_are_previewed_and_uploaded(self, page, photo_path, bad_inputs_dir):
+        page.goto("/")
+        files = [
+            {"name": photo_path.name, "data": base64.b64encode(photo_path.read_bytes()).decode()},
+            {"name": "one-pixel.png", "data": base64.b64encode((bad_inputs_dir / "one-pixel.png").read_bytes()).decode()},
+        ]
+        page.locator("[data-dropzone]").evaluate(
+            """(zone, files) => {
+                const transfer = new DataTransfer();
+                for (const file of files) {
+                    const bytes = Uint8Array.from(atob(file.data), c => c.charCodeAt(0));
+                    transfer.items.add(new File([bytes], file.name));
+                }
+                zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            }""",
+            files,
+        )
+
+        playwright_sync.expect(page.locator(".preview")).to_have_count(2)
+        assert page.locator("#id_images").evaluate("input => input.files.length") == 2
+        playwright_sync.expect(page.locator("[data-selection-summary]")).to_have_text("Photos chosen: 2")
+
+        response = submit_upload(page)
+
+        assert response.status == 200
+        results = page.locator("[data-upload-results]")
+        playwright_sync.expect(results).to_contain_text("1 file was rejected.")
+        playwright_sync.expect(results.locator(".result-ok")).to_contain_text(photo_path.name)
+        playwright_sync.expect(results.locator(".result-error")).to_contain_text("minimum is 32x32")
+        screenshot(page, "upload-results")
+
+    def test_removing_a_preview_drops_the_file(self, page, photo_path, bad_inputs_dir):
+        page.goto("/")
+        page.get_by_label("Choose photos to caption").set_input_files(
+            [str(photo_path), str(bad_inputs_dir / "grayscale.jpg")]
+        )
+        playwright_sync.expect(page.locator(".preview")).to_have_count(2)
+
+        page.get_by_role("button", name="Remove grayscale.jpg").click()
+
+        playwright_sync.expect(page.locator(".preview")).to_have_count(1)
+        assert page.locator("#id_images").evaluate("input => input.files[0].name") == photo_path.name
+
+
+# Files from the bad-inputs table that the browser covers; the Django client tests
+# cover all of them.
+BROWSER_BAD_INPUTS = [
+    ("truncated.jpg", 400, "truncated or corrupt"),
+    ("one-pixel.png", 400, "minimum is 32x32"),
+    ("empty.png", 400, "The file is empty"),
+    ("gif-header-html.gif", 400, "not a JPEG, PNG, WebP, GIF, BMP or TIFF image"),
+    ("png-named.txt", 302, None),
+]
+
+
+class BadInputInBrowserTests:
+    @pytest.mark.parametrize(("name", "status", "message"), BROWSER_BAD_INPUTS)
+    def test_bad_input_through_the_form(self, page, bad_inputs_dir, name, status, message):
+        page.goto("/")
+        page.get_by_label("Choose photos to caption").set_input_files(str(bad_inputs_dir / name))
+
+        response = submit_upload(page)
+
+        assert response.status == status
+        if message is None:
+            assert JOB_URL.search(page.url), page.url
+            playwright_sync.expect(page.locator(".job-figure figcaption")).to_have_text(name)
+        else:
+            error = page.locator(".result-error")
+            playwright_sync.expect(error).to_contain_text(name)
+            playwright_sync.expect(error).to_contain_text(message)
+            if name == "truncated.jpg":
+                screenshot(page, "upload-rejected")
+
+
+class LanguageInBrowserTests:
+    def test_switch_to_chinese_is_remembered(self, page):
+        page.goto("/")
+        playwright_sync.expect(page.locator("h1")).to_have_text("Caption your photos")
+
+        page.get_by_role("button", name="简体中文").click()
+        page.wait_for_load_state()
+
+        assert page.locator("html").get_attribute("lang") == "zh-hans"
+        playwright_sync.expect(page.locator("h1")).to_have_text("为你的照片生成描述")
+        playwright_sync.expect(page.locator("#upload-limits")).to_contain_text("上传限制")
+        playwright_sync.expect(page.get_by_role("button", name="上传并生成描述")).to_be_visible()
+        screenshot(page, "upload-zh-hans")
+
+        page.goto("/jobs/")
+        playwright_sync.expect(page.locator("h1")).to_have_text("最近的任务")
+        playwright_sync.expect(page.get_by_role("button", name="简体中文")).to_have_attribute("aria-pressed", "true")
+
+    def test_rejected_upload_message_in_chinese(self, page, bad_inputs_dir):
+        page.goto("/")
+        page.get_by_role("button", name="简体中文").click()
+        page.wait_for_load_state()
+        page.get_by_label("选择要生成描述的照片").set_input_files(str(bad_inputs_dir / "one-pixel.png"))
+
+        response = submit_upload(page)
+
+        assert response.status == 400
+        playwright_sync.expect(page.locator(".result-error")).to_contain_text("最小为 32x32")
+        screenshot(page, "upload-rejected-zh-hans")
+
+
+class LayoutInBrowserTests:
+    def test_phone_width_has_no_horizontal_scroll(self, page, photo_path):
+        page.set_viewport_size({"width": 375, "height": 740})
+        page.goto("/")
+        with page.expect_file_chooser() as chooser:
+            page.get_by_role("button", name="Choose photos", exact=True).click()
+        chooser.value.set_files(str(photo_path))
+        playwright_sync.expect(page.locator(".preview")).to_have_count(1)
+
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+
+        assert scroll_width <= 375
+        screenshot(page, "upload-phone")
+
+    def test_keyboard_reaches_skip_link_then_navigation(self, page):
+        page.goto("/")
+
+        page.keyboard.press("Tab")
+        first = page.evaluate("document.activeElement.textContent.trim()")
+        page.keyboard.press("Enter")
+
+        assert first == "Skip to main content"
+        assert page.evaluate("document.activeElement.id") == "main"
