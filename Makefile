@@ -16,8 +16,11 @@ DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 run: venv
 	$(VENV_PYTHON) scripts/run.py
 
+# pytest exits with 5 when it collected no test, which is a broken suite, not a pass.
 test: venv-dev chromium
-	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+	@$(VENV_PYTHON) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests"; fi; \
+	exit $$status
 
 migrate: venv
 	$(VENV_PYTHON) manage.py migrate --noinput

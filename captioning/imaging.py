@@ -1,9 +1,9 @@
 """Checking uploaded images and turning them into what the model expects.
 
-`upload_check` runs in the web tier before anything is stored or queued. It decides
-the format from the content, never from the name, reads the pixel count from the
-header before decoding, and decodes the whole image once so that truncated files are
-rejected at upload instead of failing later in a worker.
+`upload_check` runs in the web tier before anything is stored or queued. It detects
+the format from the content, never from the name, and reads the pixel count from the
+header before decoding. It then decodes the whole image once, so that a truncated file
+is rejected at upload instead of failing later in a worker.
 
 `image_normalise` runs in the worker and returns the upright, 8-bit RGB first frame.
 """
@@ -291,7 +291,7 @@ def image_normalise(*, image: Image.Image) -> Image.Image:
         image.seek(0)
     image.load()
 
-    # Upright, as EXIF says the photo should be shown.
+    # Upright, as the EXIF orientation tag specifies.
     image = ImageOps.exif_transpose(image)
 
     # Bit depth

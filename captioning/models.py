@@ -63,7 +63,7 @@ class CaptionJob(models.Model):
     byte_size = models.PositiveBigIntegerField()
     # Pillow's format name as detected from the content: JPEG, PNG, WEBP, GIF, BMP, TIFF.
     format = models.CharField(max_length=10)
-    # Size after EXIF orientation, as a person sees the photo.
+    # Size after EXIF orientation, as the photo is displayed.
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)

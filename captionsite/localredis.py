@@ -81,7 +81,7 @@ class LocalRedis:
                 return self
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout:g} s")
+        raise RuntimeError(f"redis-server did not respond to PING on port {self.port} within {timeout:g} s")
 
     def ping(self) -> bool:
         try:

@@ -216,8 +216,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis delivers an unacknowledged message again after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-# Publishing gives up after about two seconds, so a request never hangs on a broker
-# that is down. The job then stays queued and the error is logged.
+# Publishing retries three times with 1.5 s of waits in all, so a request does not hang
+# for long on a broker that is down. The job then stays queued and the error is logged.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0,

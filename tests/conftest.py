@@ -20,8 +20,8 @@ PostgreSQL database that DATABASE_URL names with Django's ``test_`` prefix, so t
 the worker process opens the same database as the tests.
 
 Other fixtures: ``media_root`` (session, autouse) gives the session a temporary
-MEDIA_ROOT; ``bad_inputs_dir`` and ``dataset_dir`` locate the shared files beside the
-repository; ``starter_model_version`` returns the registered starter version.
+MEDIA_ROOT. ``bad_inputs_dir`` and ``dataset_dir`` locate the shared files beside the
+repository, and ``starter_model_version`` returns the registered starter version.
 """
 
 import os
@@ -136,7 +136,9 @@ def database_url(settings_dict: dict) -> str:
     if engine == "django.db.backends.postgresql":
         user = quote(settings_dict.get("USER") or "", safe="")
         password = quote(settings_dict.get("PASSWORD") or "", safe="")
-        credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        credentials = ""
+        if user:
+            credentials = f"{user}:{password}@" if password else f"{user}@"
         host = settings_dict.get("HOST") or "localhost"
         port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
         return f"postgres://{credentials}{host}{port}/{quote(settings_dict['NAME'], safe='')}"

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 class CaptionJobCreateView(APIView):
-    """POST an image as multipart field `image`; the answer is 202 with the job's URL."""
+    """POST an image as multipart field `image`; the response is 202 with the job's URL."""
 
     # TODO: anonymous use is open until the API gets tokens and throttling.
     permission_classes = [permissions.AllowAny]

@@ -18,7 +18,7 @@ from captioning.models import CaptionJob, ModelVersion
 pytestmark = pytest.mark.stack
 
 # An upper bound for one job, loading the model included, on a busy two-core CPU.
-# Reaching it fails the test as stuck; it says nothing about how fast captioning is.
+# Reaching it fails the test as stuck. It is not a measure of captioning speed.
 JOB_DEADLINE_SECONDS = 300
 CAPTION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z' -]*[A-Za-z]( ?[.!?])?$")
 
