@@ -15,6 +15,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods
@@ -250,8 +251,15 @@ def job_rendition(request, job_id: uuid.UUID, size: str):
 def job_list(request):
     jobs = selectors.job_list_recent(user=request.user)
     page_obj = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    now = timezone.now()
     items = [
-        {"job": job, "status_label": status_label(job.status), "alt": image_alt(job)}
+        {
+            "job": job,
+            "status_label": status_label(job.status),
+            "alt": image_alt(job),
+            # timesince rounds down to "0 minutes" for the first minute.
+            "is_new": (now - job.created_at).total_seconds() < 60,
+        }
         for job in page_obj.object_list
     ]
     context = {"nav_section": "jobs", "page_obj": page_obj, "jobs": items}

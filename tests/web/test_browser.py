@@ -202,6 +202,21 @@ class LanguageInBrowserTests:
         playwright_sync.expect(page.locator("h1")).to_have_text("最近的任务")
         playwright_sync.expect(page.get_by_role("button", name="简体中文")).to_have_attribute("aria-pressed", "true")
 
+    def test_job_page_updates_in_chinese(self, page, photo_path):
+        page.goto("/")
+        page.get_by_role("button", name="简体中文").click()
+        page.wait_for_load_state()
+        page.get_by_label("选择要生成描述的照片").set_input_files(str(photo_path))
+
+        submit_upload(page)
+
+        playwright_sync.expect(page.locator("h1")).to_have_text("描述任务")
+        page.locator("[data-caption]").wait_for(timeout=CAPTION_TIMEOUT_MS)
+        playwright_sync.expect(page.locator("[data-status-badge]")).to_have_text("已完成")
+        playwright_sync.expect(page.locator(".facts")).to_contain_text("模型版本")
+        playwright_sync.expect(page.locator(".alternative-score").first).to_contain_text("置信度")
+        screenshot(page, "job-zh-hans")
+
     def test_rejected_upload_message_in_chinese(self, page, bad_inputs_dir):
         page.goto("/")
         page.get_by_role("button", name="简体中文").click()

@@ -398,6 +398,16 @@ class JobListTests:
         assert 'class="badge badge-succeeded"' in html
         assert 'class="badge badge-queued"' in html
 
+    def test_age_reads_just_now_then_ago(self, client, create_job):
+        old = create_job("old.png")
+        CaptionJob.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+        create_job("new.png")
+
+        html = client.get("/jobs/").content.decode()
+
+        assert "Just now" in html
+        assert "2\xa0hours ago" in html
+
     def test_list_is_paginated_newest_first(self, client, create_job):
         jobs = [create_job(f"photo-{index}.png") for index in range(25)]
 
