@@ -40,9 +40,10 @@ $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
 	rm -f $(VENV)/.installed-dev-*
 	touch $@
 
-# The browser tests drive Debian's Chromium through Playwright.
+# The browser tests drive Debian's Chromium through Playwright. The CJK font lets
+# screenshots of the Chinese pages show characters instead of boxes.
 chromium:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-		echo "Installing Debian's chromium and chromium-driver for the browser tests"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/fonts/truetype/wqy ]; then \
+		echo "Installing Debian's chromium, chromium-driver and fonts-wqy-microhei for the browser tests"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver fonts-wqy-microhei; \
 	fi

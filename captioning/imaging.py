@@ -19,6 +19,7 @@ import numpy as np
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ ACCEPTED_FORMATS: dict[str, tuple[str, str]] = {
     "BMP": ("bmp", "image/bmp"),
     "TIFF": ("tiff", "image/tiff"),
 }
-ACCEPTED_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+ACCEPTED_FORMAT_NAMES = gettext_lazy("JPEG, PNG, WebP, GIF, BMP or TIFF")
 
 # EXIF orientations 5 to 8 turn the stored image by 90 or 270 degrees.
 ORIENTATION_TAG = 0x0112
@@ -153,7 +154,7 @@ def image_open(content: bytes) -> Image.Image:
                 "The file is not a %(formats)s image that could be read. "
                 "Upload a photo in one of those formats."
             )
-            % {"formats": ACCEPTED_FORMAT_NAMES},
+            % {"formats": str(ACCEPTED_FORMAT_NAMES)},
             accepted_formats=list(ACCEPTED_FORMATS),
         ) from error
 
@@ -194,7 +195,7 @@ def upload_check(*, file: IO[bytes]) -> CheckedImage:
         if image_format not in ACCEPTED_FORMATS:  # nocoverage: `formats=` already limits it
             raise UnsupportedFormat(
                 _("%(format)s images are not accepted. Upload a %(formats)s image.")
-                % {"format": image_format, "formats": ACCEPTED_FORMAT_NAMES},
+                % {"format": image_format, "formats": str(ACCEPTED_FORMAT_NAMES)},
                 accepted_formats=list(ACCEPTED_FORMATS),
             )
         width, height = oriented_size(image)
