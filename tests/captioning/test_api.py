@@ -203,3 +203,21 @@ def test_stored_upload_is_served_as_its_format(client, api_client, bad_inputs_di
     response = client.get(path)
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
+
+
+@pytest.mark.django_db
+def test_broker_outage_still_answers_202(api_client, bad_inputs_dir, django_capture_on_commit_callbacks):
+    """With Redis down the upload is still accepted, and its job stays queued in the database."""
+    from captionsite.localredis import free_port
+    from tests.conftest import celery_broker_use
+
+    celery_broker_use(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = upload(api_client, bad_inputs_dir / "grayscale.jpg")
+    finally:
+        celery_broker_use("memory://")
+
+    assert response.status_code == 202
+    assert len(callbacks) == 1
+    assert CaptionJob.objects.get(id=response.json()["id"]).status == "queued"
