@@ -152,7 +152,6 @@ def upload(request):
     was created, 400 when none was.
     """
     results: list[UploadResult] = []
-    status = 200
 
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
@@ -166,8 +165,7 @@ def upload(request):
         form = UploadForm()
 
     created_count = sum(1 for result in results if result.job is not None)
-    if request.method == "POST" and created_count == 0:
-        status = 400
+    status = 400 if request.method == "POST" and created_count == 0 else 200
     context = {
         "nav_section": "upload",
         "form": form,
@@ -186,9 +184,9 @@ def job_detail(request, job_id: uuid.UUID):
     context = job_context(job)
     context["nav_section"] = "jobs"
     if job.format in BROWSER_FORMATS:
-        context["image_url"] = job_image_url(job)
+        context["image_url"] = reverse("web:job_image", kwargs={"job_id": job.pk})
     else:
-        context["image_url"] = job_rendition_url(job, "large")
+        context["image_url"] = reverse("web:job_rendition", kwargs={"job_id": job.pk, "size": "large"})
     return render(request, "captioning/job_detail.html", context)
 
 
@@ -266,15 +264,7 @@ def job_list(request):
     return render(request, "captioning/job_list.html", context)
 
 
-# URLs and headers shared by the image views
-
-
-def job_image_url(job: CaptionJob) -> str:
-    return reverse("web:job_image", kwargs={"job_id": job.pk})
-
-
-def job_rendition_url(job: CaptionJob, size: str) -> str:
-    return reverse("web:job_rendition", kwargs={"job_id": job.pk, "size": size})
+# Headers shared by the image views
 
 
 def image_headers(response: HttpResponse) -> HttpResponse:

@@ -300,6 +300,17 @@ class ChinesePageTests:
         assert "最小为 32x32" in html
         assert english_phrases(html, ALLOWED_EVERYWHERE + ["tiny.png"]) == []
 
+    @pytest.mark.parametrize(
+        "name", ["truncated.jpg", "empty.png", "one-pixel.png", "bomb-15000x15000.png", "gif-header-html.gif"]
+    )
+    def test_bad_input_message_is_chinese(self, chinese_client, private_media_root, bad_inputs_dir, name):
+        upload = SimpleUploadedFile(name, (bad_inputs_dir / name).read_bytes())
+
+        response = chinese_client.post("/", {"images": upload})
+
+        assert response.status_code == 400
+        assert english_phrases(response.content.decode(), ALLOWED_EVERYWHERE + [name]) == []
+
     def test_english_detector_finds_english(self, client):
         """The check above would pass on any page if the detector found nothing."""
         html = client.get("/").content.decode()

@@ -235,6 +235,7 @@ class JobPageTests:
         assert reverse("web:job_panel", kwargs={"job_id": job.pk}) in html
         assert reverse("web:job_image", kwargs={"job_id": job.pk}) in html
         assert 'alt="Uploaded photo photo.png, not captioned yet"' in html
+        assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in html
 
     def test_succeeded_job_shows_caption_and_details(self, client, create_job):
         job = finish_job(create_job())
@@ -250,6 +251,7 @@ class JobPageTests:
         assert "PNG, 64 × 48 pixels" in html
         assert "0.25 s" in html
         assert 'data-finished="true"' in html
+        assert 'http-equiv="refresh"' not in html
 
     def test_failed_job_shows_its_message(self, client, create_job):
         job = services.job_fail(job=create_job(), message="The model file is missing.")
