@@ -70,6 +70,13 @@ def submit_upload(page) -> "playwright_sync.Response":
     return posted.value
 
 
+def wait_for_finished_job(page) -> None:
+    """Wait until the job page's script shows a finished job, and fail unless it succeeded."""
+    page.locator("[data-job-panel][data-finished='true']").wait_for(timeout=CAPTION_TIMEOUT_MS)
+    panel = page.locator("[data-job-panel]")
+    assert panel.get_attribute("data-status") == "succeeded", panel.inner_text()
+
+
 class UploadInBrowserTests:
     def test_photo_is_captioned_on_job_page_without_reload(self, page, photo_path):
         page.goto("/")
@@ -86,9 +93,9 @@ class UploadInBrowserTests:
         # A reload would clear this marker, so finding it later proves the caption
         # arrived through the polling script.
         page.evaluate("window.loadedOnce = true")
-        caption = page.locator("[data-caption]")
-        caption.wait_for(timeout=CAPTION_TIMEOUT_MS)
+        wait_for_finished_job(page)
         assert page.evaluate("window.loadedOnce") is True
+        caption = page.locator("[data-caption]")
 
         text = caption.inner_text().strip()
         assert len(text.split()) >= 3, text
@@ -211,7 +218,7 @@ class LanguageInBrowserTests:
         submit_upload(page)
 
         playwright_sync.expect(page.locator("h1")).to_have_text("描述任务")
-        page.locator("[data-caption]").wait_for(timeout=CAPTION_TIMEOUT_MS)
+        wait_for_finished_job(page)
         playwright_sync.expect(page.locator("[data-status-badge]")).to_have_text("已完成")
         playwright_sync.expect(page.locator(".facts")).to_contain_text("模型版本")
         playwright_sync.expect(page.locator(".alternative-score").first).to_contain_text("置信度")
@@ -243,6 +250,15 @@ class LayoutInBrowserTests:
 
         assert scroll_width <= 375
         screenshot(page, "upload-phone")
+
+    def test_dark_scheme_uses_dark_colours(self, page):
+        page.emulate_media(color_scheme="dark")
+        page.goto("/jobs/")
+
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+        assert background == "rgb(17, 21, 28)"
+        screenshot(page, "recent-jobs-dark")
 
     def test_keyboard_reaches_skip_link_then_navigation(self, page):
         page.goto("/")
