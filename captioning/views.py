@@ -17,7 +17,6 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from captioning import imaging, renditions, selectors, services
@@ -25,13 +24,6 @@ from captioning.forms import UploadForm
 from captioning.models import CaptionJob
 
 logger = logging.getLogger(__name__)
-
-STATUS_LABELS = {
-    CaptionJob.Status.QUEUED: _("Queued"),
-    CaptionJob.Status.RUNNING: _("Running"),
-    CaptionJob.Status.SUCCEEDED: _("Succeeded"),
-    CaptionJob.Status.FAILED: _("Failed"),
-}
 
 # Formats that every current browser draws. Others (TIFF) are shown as a rendition.
 BROWSER_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP"}
@@ -63,10 +55,6 @@ def job_or_404(job_id: uuid.UUID) -> CaptionJob:
     if job is None:
         raise Http404(gettext("No caption job has this id."))
     return job
-
-
-def status_label(status: str) -> str:
-    return str(STATUS_LABELS.get(status, status))
 
 
 def image_alt(job: CaptionJob) -> str:
@@ -119,7 +107,7 @@ def job_context(job: CaptionJob) -> dict:
     return {
         "job": job,
         "finished": job.is_finished,
-        "status_label": status_label(job.status),
+        "status_label": job.get_status_display(),
         "image_alt": image_alt(job),
         "alternatives": alternatives,
         "timings": {
@@ -253,7 +241,7 @@ def job_list(request):
     items = [
         {
             "job": job,
-            "status_label": status_label(job.status),
+            "status_label": job.get_status_display(),
             "alt": image_alt(job),
             # timesince rounds down to "0 minutes" for the first minute.
             "is_new": (now - job.created_at).total_seconds() < 60,
