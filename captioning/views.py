@@ -33,8 +33,8 @@ FORMAT_DISPLAY_NAMES = {"WEBP": "WebP"}
 
 JOBS_PER_PAGE = 24
 
-# A stored upload never changes, so browsers may keep it; `private` keeps shared
-# caches out because the list of jobs can be per user.
+# A stored upload never changes, so browsers may keep it for a day. `private` keeps
+# shared caches out, because a signed-in user sees only their own jobs.
 IMAGE_CACHE_CONTROL = "private, max-age=86400"
 
 
