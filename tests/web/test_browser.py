@@ -70,6 +70,21 @@ def submit_upload(page) -> "playwright_sync.Response":
     return posted.value
 
 
+def loaded_width(image) -> int:
+    """Return an image's natural width once it has loaded (0 when it failed to load).
+
+    Thumbnails are lazy and their renditions are written on first request, so the
+    width read straight after navigation can still be 0.
+    """
+    image.scroll_into_view_if_needed()
+    return image.evaluate(
+        """image => image.complete ? image.naturalWidth : new Promise(resolve => {
+            image.addEventListener("load", () => resolve(image.naturalWidth));
+            image.addEventListener("error", () => resolve(0));
+        })"""
+    )
+
+
 def wait_for_finished_job(page) -> None:
     """Wait until the job page's script shows a finished job, and fail unless it succeeded."""
     page.locator("[data-job-panel][data-finished='true']").wait_for(timeout=CAPTION_TIMEOUT_MS)
@@ -103,7 +118,7 @@ class UploadInBrowserTests:
         playwright_sync.expect(page.locator("[data-status-badge]")).to_have_text("Succeeded")
         assert page.locator(".alternative").count() >= 1
         playwright_sync.expect(page.locator(".facts")).to_contain_text("Model version")
-        assert page.locator("[data-job-image]").evaluate("image => image.naturalWidth") > 0
+        assert loaded_width(page.locator("[data-job-image]")) > 0
         screenshot(page, "job-captioned")
 
         job_id = page.url.rstrip("/").rsplit("/", 1)[1]
@@ -113,7 +128,7 @@ class UploadInBrowserTests:
         page.goto("/jobs/")
         card = page.locator(".job-card").first
         playwright_sync.expect(card.locator("img")).to_have_attribute("alt", text)
-        assert card.locator("img").evaluate("image => image.naturalWidth") > 0
+        assert loaded_width(card.locator("img")) > 0
         screenshot(page, "recent-jobs")
 
     def test_dropped_files_are_previewed_and_uploaded(self, page, photo_path, bad_inputs_dir):
