@@ -1,9 +1,9 @@
 """Self-critical sequence training: fine-tuning on the CIDEr-D of sampled captions.
 
 Rennie et al., "Self-critical Sequence Training for Image Captioning" (CVPR 2017)
-optimise the test metric directly with REINFORCE. As in later work, the baseline
-of each sample is the mean reward of the other samples of the same image, so no
-greedy decode is needed.
+optimise the test metric directly with REINFORCE. Here the baseline of each sample
+is the mean reward of the other samples of the same image (a leave-one-out
+baseline), so no extra greedy decode is needed.
 
 CIDEr-D (Vedantam et al., CVPR 2015) is computed here on word ids, with document
 frequencies taken once from all training references rather than per batch.
@@ -24,7 +24,7 @@ def _ngrams(words: Sequence[int], n: int) -> Counter:
 
 
 class CiderD:
-    """CIDEr-D with corpus document frequencies, scaled by 10 like the reference code."""
+    """CIDEr-D with corpus document frequencies, scaled by 10 as pycocoevalcap does."""
 
     def __init__(self, references: Sequence[Sequence[Sequence[int]]]):
         self.log_images = math.log(len(references))

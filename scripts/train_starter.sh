@@ -2,10 +2,10 @@
 # Reproduce checkpoints/starter.safetensors and print its scores on the held-out split.
 #
 # Stage 1 trains the Transformer decoder with cross-entropy on frozen EfficientNet-Lite0
-# features; stage 2 fine-tunes it with self-critical training on CIDEr-D. Every tenth
-# Flickr8k image (sorted by name, offset 0) is held out for scoring and never seen;
-# every tenth at offset 5 is the validation split that picks beam size and length
-# penalty. Takes about 20 minutes on two CPU cores.
+# features; stage 2 fine-tunes it with self-critical training on CIDEr-D. Flickr8k
+# images are sorted by name. Every tenth one at offset 0 is held out for scoring and
+# never trained on. Every tenth one at offset 5 forms the validation split, which
+# picks beam size and length penalty. Takes about 20 minutes on two CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
