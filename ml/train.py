@@ -27,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .captioner import default_device
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import CaptionedImage, DatasetError, every_nth, read_captions_csv, read_coco_json
 from .features import VIEW_NAMES, extract_features
 from .generation import SearchSettings
@@ -353,8 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         logger.error("%s", exc)
         return 2
-    resume = load_checkpoint(args.resume) if args.resume else None
-    initial = load_checkpoint(args.init_from) if args.init_from else None
+    try:
+        resume = load_checkpoint(args.resume) if args.resume else None
+        initial = load_checkpoint(args.init_from) if args.init_from else None
+    except CheckpointError as exc:
+        logger.error("%s", exc)
+        return 2
     if initial is not None:
         vocab = initial.vocab
         logger.info("Starting from the weights of %s", args.init_from)

@@ -104,3 +104,17 @@ def test_missing_dataset_is_reported_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "none.csv" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_corrupt_resume_file_is_reported_without_traceback(datasets, tmp_path):
+    broken = tmp_path / "model.resume.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    coco = datasets / "coco-mini"
+    result = subprocess.run(
+        [sys.executable, "-m", "ml.train", "--coco-json", str(coco / "captions_train2017.json"),
+         "--coco-images", str(coco / "train2017"), "--resume", str(broken),
+         "--output", str(tmp_path / "model.safetensors")],
+        cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert str(broken) in result.stderr
+    assert "Traceback" not in result.stderr
