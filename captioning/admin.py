@@ -43,6 +43,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             fields.append("checkpoint")
         return fields
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting the active version would leave new jobs nothing to run on;
+        # activate another version first.
+        if obj is not None and obj.is_active:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)

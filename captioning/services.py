@@ -182,8 +182,9 @@ def job_caption(*, job: CaptionJob) -> CaptionJob:
     model_version = job.model_version or selectors.model_version_get_active()
     if model_version is None:
         raise NoActiveModelVersion(
-            "No model version is active. An administrator has to activate one "
-            "(python manage.py migrate registers the starter model)."
+            "No model version is active. An administrator has to activate one, with the "
+            "Activate action in the admin's model version list or with "
+            "manage.py model_version_register NAME PATH --activate."
         )
 
     # Image

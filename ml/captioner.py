@@ -105,5 +105,5 @@ class Captioner:
         words = self.vocab.decode(candidate.tokens)
         steps = len(candidate.tokens) + (0 if candidate.truncated else 1)
         confidence = float(torch.tensor(candidate.log_prob / max(steps, 1)).exp())
-        return Hypothesis(Vocabulary.to_sentence(words), candidate.log_prob, confidence,
-                          candidate.truncated)
+        text = Vocabulary.to_sentence(words, truncated=candidate.truncated)
+        return Hypothesis(text, candidate.log_prob, confidence, candidate.truncated)

@@ -58,9 +58,12 @@ class Vocabulary:
         return [self.words[i] for i in ids if i not in special]
 
     @staticmethod
-    def to_sentence(words: Sequence[str]) -> str:
-        """Join words into a sentence with a capital letter and a full stop."""
+    def to_sentence(words: Sequence[str], *, truncated: bool = False) -> str:
+        """Join words into a sentence with a capital letter and a full stop.
+
+        A truncated caption ends with an ellipsis instead, so it does not read as finished.
+        """
         if not words:
             return ""
         text = " ".join(words)
-        return text[0].upper() + text[1:] + "."
+        return text[0].upper() + text[1:] + ("…" if truncated else ".")

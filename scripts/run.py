@@ -54,8 +54,10 @@ def stop(name: str, process: subprocess.Popen) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s")
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP arrives when the terminal closes (a dropped SSH session); the children run
+    # in their own sessions and would not get it, so it must stop them like Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
 
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "captionsite.settings")
@@ -129,8 +131,8 @@ def main() -> int:
         return error.returncode
     finally:
         # Ignore further signals while stopping, so a second Ctrl-C cannot leave orphans.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         for name, process in reversed(children):
             stop(name, process)
         if redis is not None:

@@ -62,3 +62,25 @@ class TestAdmin:
         CaptionJob.objects.filter(id=job.id).update(status="failed")
         response = admin_client.get("/admin/captioning/captionjob/?status__exact=failed")
         assert str(job.id) in response.content.decode()
+
+    def test_active_version_cannot_be_deleted(self, admin_client, starter_model_version):
+        """Neither the delete page nor the bulk action removes the active version."""
+        assert starter_model_version.is_active
+        page = admin_client.post(
+            f"/admin/captioning/modelversion/{starter_model_version.pk}/delete/", {"post": "yes"}
+        )
+        action = admin_client.post(
+            "/admin/captioning/modelversion/",
+            {"action": "delete_selected", "_selected_action": [starter_model_version.pk],
+             "post": "yes"},
+        )
+        assert page.status_code == 403
+        assert action.status_code == 403
+        assert ModelVersion.objects.filter(pk=starter_model_version.pk, is_active=True).exists()
+
+    def test_inactive_version_can_be_deleted(self, admin_client, starter_model_version):
+        other = ModelVersion.objects.create(name="old", checkpoint=starter_model_version.checkpoint)
+        response = admin_client.post(f"/admin/captioning/modelversion/{other.pk}/delete/",
+                                     {"post": "yes"})
+        assert response.status_code == 302
+        assert not ModelVersion.objects.filter(pk=other.pk).exists()

@@ -146,3 +146,12 @@ def test_starter_captions_a_dog_as_a_dog(datasets, starter_captioner):
     assert dogs
     captions = [h[0].text.lower() for h in starter_captioner.caption([open_rgb(i.path) for i in dogs])]
     assert sum("dog" in c for c in captions) >= len(dogs) - 1, captions
+
+
+def test_cut_caption_is_marked_truncated(datasets, starter_captioner):
+    """Two words cannot describe the dinner-table photo, so its caption comes back cut."""
+    image = open_rgb(datasets / "coco-mini/train2017/000000000790.jpg")
+    best = starter_captioner.caption([image], max_length=2)[0][0]
+    assert best.truncated
+    assert len(best.text.rstrip("…").split()) == 2
+    assert best.text.endswith("…")

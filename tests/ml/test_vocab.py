@@ -28,6 +28,10 @@ def test_to_sentence_capitalises_and_ends_with_full_stop():
     assert Vocabulary.to_sentence(["a", "dog", "runs"]) == "A dog runs."
 
 
+def test_truncated_sentence_ends_with_ellipsis():
+    assert Vocabulary.to_sentence(["a", "dog"], truncated=True) == "A dog…"
+
+
 def test_vocabulary_without_special_tokens_is_rejected():
     with pytest.raises(ValueError, match="must start with"):
         Vocabulary(["a", "dog"])
