@@ -268,6 +268,18 @@ class JobPageTests:
 
         assert response.status_code == 404
 
+    def test_not_found_page_is_styled_and_translated(self, client, settings):
+        """With DEBUG off, a missing page renders the site's own 404 in the browser's language."""
+        settings.DEBUG = False
+        english = client.get("/jobs/00000000-0000-4000-8000-000000000000/")
+        chinese = client.get("/no-such-page/", HTTP_ACCEPT_LANGUAGE="zh-CN")
+
+        assert english.status_code == 404
+        assert "Page not found" in english.content.decode()
+        assert 'class="site-header"' in english.content.decode()
+        assert chinese.status_code == 404
+        assert "找不到页面" in chinese.content.decode()
+
     def test_panel_returns_status_and_html(self, client, create_job):
         job = create_job()
         url = reverse("web:job_panel", kwargs={"job_id": job.pk})
