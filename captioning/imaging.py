@@ -119,6 +119,48 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
     return width, height
 
 
+def header_size(content: bytes) -> tuple[int, int] | None:
+    """Return (width, height) from an accepted format's header, or None.
+
+    Calls the format plugins directly, because they parse only the header and
+    leave the decompression-bomb check to Image.open; this lets an oversized
+    image's rejection name its real size.
+    """
+    Image.init()
+    for image_format in ACCEPTED_FORMATS:
+        factory, accept = Image.OPEN[image_format]
+        if accept is not None and not accept(content[:16]):
+            continue
+        try:
+            with factory(io.BytesIO(content), None) as image:
+                return oriented_size(image)
+        except (SyntaxError, ValueError, OSError):
+            continue
+    return None
+
+
+def too_many_pixels(width: int, height: int, *, max_pixels: int) -> "TooManyPixels":
+    """Build the rejection for an image over the pixel limit, naming its size."""
+    pixels = width * height
+    return TooManyPixels(
+        _(
+            "The image is %(width)dx%(height)d (%(pixels)s pixels), and the limit is "
+            "%(max_pixels)s pixels (%(megapixels)s megapixels). "
+            "Scale the image down and upload it again."
+        )
+        % {
+            "width": width,
+            "height": height,
+            "pixels": f"{pixels:,}",
+            "max_pixels": f"{max_pixels:,}",
+            "megapixels": f"{max_pixels / 1e6:g}",
+        },
+        width=width,
+        height=height,
+        max_pixels=max_pixels,
+    )
+
+
 def image_open(content: bytes) -> Image.Image:
     """Open an image from memory lazily, reading only its header.
 
@@ -136,6 +178,9 @@ def image_open(content: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(content), formats=list(ACCEPTED_FORMATS))
     except Image.DecompressionBombError:
+        size = header_size(content)
+        if size is not None:
+            raise too_many_pixels(*size, max_pixels=max_pixels) from None
         raise TooManyPixels(
             _(
                 "The image has more than %(pixels)s pixels, and the limit is %(max_pixels)s "
@@ -201,23 +246,7 @@ def upload_check(*, file: IO[bytes]) -> CheckedImage:
         width, height = oriented_size(image)
         pixels = width * height
         if pixels > max_pixels:
-            raise TooManyPixels(
-                _(
-                    "The image is %(width)dx%(height)d (%(pixels)s pixels), and the limit is "
-                    "%(max_pixels)s pixels (%(megapixels)s megapixels). "
-                    "Scale the image down and upload it again."
-                )
-                % {
-                    "width": width,
-                    "height": height,
-                    "pixels": f"{pixels:,}",
-                    "max_pixels": f"{max_pixels:,}",
-                    "megapixels": f"{max_pixels / 1e6:g}",
-                },
-                width=width,
-                height=height,
-                max_pixels=max_pixels,
-            )
+            raise too_many_pixels(width, height, max_pixels=max_pixels)
         if min(width, height) < min_side:
             raise ImageTooSmall(
                 _(

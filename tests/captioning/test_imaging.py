@@ -84,6 +84,8 @@ class TestUploadCheck:
             imaging.upload_check(file=open_bytes(bad_inputs_dir / "bomb-15000x15000.png"))
         assert raised.value.code == "too_many_pixels"
         assert "40,000,000 pixels" in raised.value.message
+        assert "15000x15000 (225,000,000 pixels)" in raised.value.message
+        assert raised.value.details["width"] == 15000
 
     def test_pixel_limit_between_one_and_two_times(self, settings):
         """Above the limit but below Pillow's own error threshold, the exact size is named."""
