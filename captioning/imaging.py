@@ -123,8 +123,8 @@ def header_size(content: bytes) -> tuple[int, int] | None:
     """Return (width, height) from an accepted format's header, or None.
 
     Calls the format plugins directly, because they parse only the header and
-    leave the decompression-bomb check to Image.open; this lets an oversized
-    image's rejection name its real size.
+    leave the decompression-bomb check to Image.open. An oversized image's
+    rejection can then name its real size.
     """
     Image.init()
     for image_format in ACCEPTED_FORMATS:
