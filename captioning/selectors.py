@@ -24,5 +24,27 @@ def job_list_recent(*, user=None) -> QuerySet[CaptionJob]:
     return jobs
 
 
+def job_list_visible(*, user) -> QuerySet[CaptionJob]:
+    """Return the jobs that `user` may read and delete, newest first.
+
+    Staff see every job and other users see their own. An anonymous caller sees only
+    jobs that belong to no user, which the API reaches by id alone.
+    """
+    jobs = CaptionJob.objects.select_related("model_version").order_by("-created_at")
+    if user.is_staff:
+        return jobs
+    if user.is_authenticated:
+        return jobs.filter(user=user)
+    return jobs.filter(user__isnull=True)
+
+
+def job_get_visible(*, job_id: uuid.UUID | str, user) -> CaptionJob | None:
+    """Return a job that `user` may see, or None when it does not exist or is another's."""
+    try:
+        return job_list_visible(user=user).get(id=job_id)
+    except (CaptionJob.DoesNotExist, ValidationError, ValueError):
+        return None
+
+
 def model_version_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "captioning",
 ]
 
@@ -236,7 +237,17 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
     ],
     "EXCEPTION_HANDLER": "captioning.api.errors.exception_handler",
+    # Clients send "Authorization: Token KEY". Session authentication serves the
+    # browser, and DRF enforces CSRF on its unsafe requests.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
 }
+# Whether the API accepts requests without credentials. Anonymous jobs belong to no
+# user, so they can be read by id only while this is on. The upload page is open to
+# anonymous visitors regardless.
+API_ALLOW_ANONYMOUS = env_bool("API_ALLOW_ANONYMOUS", False)
 
 # Logging: one line per record on standard error. Loggers log ids, never image bytes.
 

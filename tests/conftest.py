@@ -22,6 +22,7 @@ the worker process opens the same database as the tests.
 Other fixtures: ``media_root`` (session, autouse) gives the session a temporary
 MEDIA_ROOT. ``bad_inputs_dir`` and ``dataset_dir`` locate the shared files beside the
 repository, and ``starter_model_version`` returns the registered starter version.
+``api_user`` is a user without staff rights and ``api_token`` that user's API key.
 """
 
 import os
@@ -84,6 +85,20 @@ def starter_model_version(db):
     from captioning.models import ModelVersion
 
     return ModelVersion.objects.get(name=STARTER_NAME)
+
+
+@pytest.fixture
+def api_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="client-app")
+
+
+@pytest.fixture
+def api_token(api_user) -> str:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=api_user).key
 
 
 # Celery broker

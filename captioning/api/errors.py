@@ -37,6 +37,8 @@ def exception_handler(exc, context):
 
     set_rollback()
     headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
     if isinstance(exc.detail, (dict, list)):

@@ -2,6 +2,7 @@
 
 import logging
 
+from django.conf import settings
 from rest_framework import exceptions, permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,11 +14,17 @@ from captioning.api.serializers import CaptionJobCreateSerializer, CaptionJobSer
 logger = logging.getLogger(__name__)
 
 
+class CaptionPermission(permissions.BasePermission):
+    """Let in authenticated callers, and anonymous ones while API_ALLOW_ANONYMOUS is on."""
+
+    def has_permission(self, request, view) -> bool:
+        return settings.API_ALLOW_ANONYMOUS or bool(request.user and request.user.is_authenticated)
+
+
 class CaptionJobCreateView(APIView):
     """POST an image as multipart field `image`; the response is 202 with the job's URL."""
 
-    # TODO: anonymous use is open until the API gets tokens and throttling.
-    permission_classes = [permissions.AllowAny]
+    permission_classes = [CaptionPermission]
 
     def post(self, request: Request) -> Response:
         serializer = CaptionJobCreateSerializer(data=request.data)
@@ -37,12 +44,15 @@ class CaptionJobCreateView(APIView):
 
 
 class CaptionJobDetailView(APIView):
-    """GET a job's status, and its caption once a worker has written one."""
+    """GET a job's status, and its caption once a worker has written one.
 
-    permission_classes = [permissions.AllowAny]
+    Another user's job returns 404 like an unknown id, so ids cannot be probed.
+    """
+
+    permission_classes = [CaptionPermission]
 
     def get(self, request: Request, job_id) -> Response:
-        job = selectors.job_get(job_id=job_id)
+        job = selectors.job_get_visible(job_id=job_id, user=request.user)
         if job is None:
             raise exceptions.NotFound(f"No caption job has the id {job_id}.")
         return Response(CaptionJobSerializer(job, context={"request": request}).data)

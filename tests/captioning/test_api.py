@@ -38,8 +38,11 @@ REJECTED = {
 
 
 @pytest.fixture
-def api_client() -> APIClient:
-    return APIClient()
+def api_client(api_token) -> APIClient:
+    """A client that sends the API key of `api_user`."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token}")
+    return client
 
 
 def upload(api_client, path, **fields):

@@ -23,7 +23,11 @@ JOB_DEADLINE_SECONDS = 300
 CAPTION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z' -]*[A-Za-z]( ?[.!?])?$")
 
 
-def post_image(url: str, path: Path) -> tuple[int, dict, dict]:
+def auth_headers(token: str | None) -> dict:
+    return {"Authorization": f"Token {token}"} if token else {}
+
+
+def post_image(url: str, path: Path, token: str | None) -> tuple[int, dict, dict]:
     """POST a file as multipart field `image`; return status, headers and JSON body."""
     boundary = uuid.uuid4().hex
     body = (
@@ -35,7 +39,7 @@ def post_image(url: str, path: Path) -> tuple[int, dict, dict]:
         url,
         data=body,
         method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **auth_headers(token)},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -44,16 +48,21 @@ def post_image(url: str, path: Path) -> tuple[int, dict, dict]:
         return error.code, dict(error.headers), json.load(error)
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return json.load(response)
+def get_json(url: str, token: str | None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers=auth_headers(token))
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
 
 
-def wait_until_finished(url: str, worker) -> dict:
+def wait_until_finished(url: str, token: str, worker) -> dict:
     """Poll a job URL until its status is succeeded or failed."""
     deadline = time.monotonic() + JOB_DEADLINE_SECONDS
     while time.monotonic() < deadline:
-        body = get_json(url)
+        status, body = get_json(url, token)
+        assert status == 200, body
         if body["status"] in ("succeeded", "failed"):
             return body
         time.sleep(0.5)
@@ -63,16 +72,16 @@ def wait_until_finished(url: str, worker) -> dict:
     )
 
 
-def test_photo_uploaded_by_api_is_captioned(stack_server, celery_worker_process, dataset_dir):
+def test_photo_uploaded_by_api_is_captioned(stack_server, celery_worker_process, dataset_dir, api_token):
     """A Flickr8k photo POSTed to the API ends with a caption from the starter model."""
     photo = dataset_dir / "flickr8k-900" / "images" / "1001773457_577c3a7d70.jpg"
 
-    status, headers, created = post_image(f"{stack_server}/api/v1/captions/", photo)
+    status, headers, created = post_image(f"{stack_server}/api/v1/captions/", photo, api_token)
 
     assert status == 202, created
     assert headers["Location"] == created["url"]
     assert created["status"] == "queued"
-    body = wait_until_finished(created["url"], celery_worker_process)
+    body = wait_until_finished(created["url"], api_token, celery_worker_process)
     assert body["status"] == "succeeded", body["error_message"]
     assert CAPTION_PATTERN.match(body["caption"]), body["caption"]
     assert body["alternatives"][0]["text"] == body["caption"]
@@ -82,27 +91,53 @@ def test_photo_uploaded_by_api_is_captioned(stack_server, celery_worker_process,
     assert body["image"]["width"] > 0
 
 
-def test_rejected_upload_never_reaches_the_worker(stack_server, bad_inputs_dir):
-    status, _, body = post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / "truncated.jpg")
+def test_rejected_upload_never_reaches_the_worker(stack_server, bad_inputs_dir, api_token):
+    status, _, body = post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / "truncated.jpg", api_token)
     assert status == 400
     assert body["error"]["code"] == "image_corrupt"
     assert CaptionJob.objects.count() == 0
 
 
-def test_failed_job_leaves_the_worker_running(stack_server, celery_worker_process, dataset_dir):
+def test_failed_job_leaves_the_worker_running(stack_server, celery_worker_process, dataset_dir, api_user, api_token):
     """A job whose model cannot load fails with a message; the next job still succeeds."""
     broken = ModelVersion.objects.create(name="broken", checkpoint="checkpoints/missing.safetensors")
     photo = dataset_dir / "coco-mini" / "train2017" / "000000030752.jpg"
     with open(photo, "rb") as file:
-        job = services.job_create(upload=file, original_filename=photo.name, model_version=broken)
+        job = services.job_create(
+            upload=file, original_filename=photo.name, user=api_user, model_version=broken
+        )
     job_url = f"{stack_server}/api/v1/captions/{job.id}/"
 
-    failed = wait_until_finished(job_url, celery_worker_process)
-    status, _, created = post_image(f"{stack_server}/api/v1/captions/", photo)
-    succeeded = wait_until_finished(created["url"], celery_worker_process)
+    failed = wait_until_finished(job_url, api_token, celery_worker_process)
+    status, _, created = post_image(f"{stack_server}/api/v1/captions/", photo, api_token)
+    succeeded = wait_until_finished(created["url"], api_token, celery_worker_process)
 
     assert failed["status"] == "failed"
     assert "'broken' could not be loaded" in failed["error_message"]
     assert status == 202
     assert succeeded["status"] == "succeeded", succeeded["error_message"]
     assert celery_worker_process.popen.poll() is None
+
+
+def test_api_key_is_required_over_http(stack_server, bad_inputs_dir):
+    status, headers, body = post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / "grayscale.jpg", None)
+    assert status == 401
+    assert headers["WWW-Authenticate"] == "Token"
+    assert body["error"]["code"] == "not_authenticated"
+    assert CaptionJob.objects.count() == 0
+
+
+def test_job_of_another_key_is_404_over_http(stack_server, bad_inputs_dir, api_token):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    other = get_user_model().objects.create_user(username="other-app")
+    other_token = Token.objects.create(user=other).key
+    _, _, created = post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / "grayscale.jpg", api_token)
+
+    own_status, _ = get_json(created["url"], api_token)
+    other_status, other_body = get_json(created["url"], other_token)
+
+    assert own_status == 200
+    assert other_status == 404
+    assert other_body["error"]["code"] == "not_found"

@@ -93,7 +93,7 @@ def wait_for_finished_job(page) -> None:
 
 
 class UploadInBrowserTests:
-    def test_photo_is_captioned_on_job_page_without_reload(self, page, photo_path):
+    def test_photo_is_captioned_on_job_page_without_reload(self, page, photo_path, settings):
         page.goto("/")
         page.get_by_label("Choose photos to caption").set_input_files(str(photo_path))
         playwright_sync.expect(page.locator(".preview")).to_have_count(1)
@@ -121,6 +121,8 @@ class UploadInBrowserTests:
         assert loaded_width(page.locator("[data-job-image]")) > 0
         screenshot(page, "job-captioned")
 
+        # The upload was anonymous, and the API reads anonymous jobs only when allowed.
+        settings.API_ALLOW_ANONYMOUS = True
         job_id = page.url.rstrip("/").rsplit("/", 1)[1]
         api = page.request.get(f"/api/v1/captions/{job_id}/").json()
         assert api["caption"] == text
