@@ -98,6 +98,10 @@ class CaptionJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The API lists one user's jobs newest first, a page at a time.
+            models.Index(fields=["user", "-created_at"], name="captioning_job_user_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"

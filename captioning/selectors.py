@@ -1,6 +1,7 @@
 """Reads of captioning state, shared by the API, the pages, the tasks and the admin."""
 
 import uuid
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -36,6 +37,29 @@ def job_list_visible(*, user) -> QuerySet[CaptionJob]:
     if user.is_authenticated:
         return jobs.filter(user=user)
     return jobs.filter(user__isnull=True)
+
+
+def job_list_filter(
+    *,
+    jobs: QuerySet[CaptionJob],
+    status: str | None = None,
+    model_version: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[CaptionJob]:
+    """Narrow `jobs` by status, model version (id or name) and creation time."""
+    if status is not None:
+        jobs = jobs.filter(status=status)
+    if model_version is not None:
+        if model_version.isdigit():
+            jobs = jobs.filter(model_version_id=int(model_version))
+        else:
+            jobs = jobs.filter(model_version__name=model_version)
+    if created_after is not None:
+        jobs = jobs.filter(created_at__gte=created_after)
+    if created_before is not None:
+        jobs = jobs.filter(created_at__lt=created_before)
+    return jobs
 
 
 def job_get_visible(*, job_id: uuid.UUID | str, user) -> CaptionJob | None:

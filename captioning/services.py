@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from captioning import imaging, inference, selectors
+from captioning import imaging, inference, renditions, selectors
 from captioning.models import CaptionJob, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 class NoActiveModelVersion(Exception):
     """No model version is active, so a job has nothing to caption it with."""
+
+
+class JobRunning(Exception):
+    """A worker is captioning the job, so it cannot be deleted until it finishes."""
 
 
 def upload_name(*, job_id: uuid.UUID, extension: str) -> str:
@@ -93,6 +97,34 @@ def job_create(
         checked.byte_size,
     )
     return job
+
+
+def job_delete(*, job: CaptionJob) -> None:
+    """Delete a job, then its stored image and renditions once the deletion commits.
+
+    Raises JobRunning for a running job, because its worker is about to write to the
+    row. A queued job may go: the worker skips an id that no longer exists.
+    """
+    with transaction.atomic():
+        deleted, _ = (
+            CaptionJob.objects.filter(pk=job.pk).exclude(status=CaptionJob.Status.RUNNING).delete()
+        )
+        if not deleted:
+            raise JobRunning(f"Caption job {job.pk} is running; delete it once it has finished.")
+        names = [job.image.name] + [
+            renditions.rendition_name(job_id=job.pk, size=size) for size in renditions.RENDITION_SIZES
+        ]
+        transaction.on_commit(lambda: stored_files_delete(names=names))
+    logger.info("Deleted caption job %s", job.pk)
+
+
+def stored_files_delete(*, names: list[str]) -> None:
+    """Delete files from storage, logging rather than raising when one cannot go."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("Could not delete %s from storage; remove it by hand", name)
 
 
 def job_fail(*, job: CaptionJob, message: str) -> CaptionJob:

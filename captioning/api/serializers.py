@@ -38,6 +38,25 @@ class CaptionJobCreateSerializer(serializers.Serializer):
         return value
 
 
+class CaptionJobFilterSerializer(serializers.Serializer):
+    """Query parameters that narrow the job list; each one left out matches every job."""
+
+    status = serializers.ChoiceField(
+        choices=CaptionJob.Status.values, required=False,
+        help_text="Only jobs in this status.",
+    )
+    model_version = serializers.CharField(
+        required=False,
+        help_text="Only jobs of this model version, given by id or by name.",
+    )
+    created_after = serializers.DateTimeField(
+        required=False, help_text="Only jobs created at or after this ISO 8601 time.",
+    )
+    created_before = serializers.DateTimeField(
+        required=False, help_text="Only jobs created before this ISO 8601 time.",
+    )
+
+
 class CaptionJobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     model_version = serializers.SerializerMethodField()

@@ -5,7 +5,7 @@ from captioning.api import views
 app_name = "api"
 
 urlpatterns = [
-    path("captions/", views.CaptionJobCreateView.as_view(), name="captions"),
+    path("captions/", views.CaptionJobListView.as_view(), name="captions"),
     # `str`, not `uuid`, so that a malformed id gets the API's JSON 404 instead of Django's page.
     path("captions/<str:job_id>/", views.CaptionJobDetailView.as_view(), name="caption-detail"),
 ]

@@ -4,12 +4,18 @@ import logging
 
 from django.conf import settings
 from rest_framework import exceptions, permissions, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from captioning import selectors, services
-from captioning.api.serializers import CaptionJobCreateSerializer, CaptionJobSerializer
+from captioning.api.errors import error_response
+from captioning.api.serializers import (
+    CaptionJobCreateSerializer,
+    CaptionJobFilterSerializer,
+    CaptionJobSerializer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +27,38 @@ class CaptionPermission(permissions.BasePermission):
         return settings.API_ALLOW_ANONYMOUS or bool(request.user and request.user.is_authenticated)
 
 
-class CaptionJobCreateView(APIView):
-    """POST an image as multipart field `image`; the response is 202 with the job's URL."""
+class CaptionJobPagination(CursorPagination):
+    """Newest first, by an opaque cursor, so that no page runs a COUNT(*)."""
+
+    ordering = "-created_at"
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class CaptionJobListView(APIView):
+    """GET the caller's jobs, newest first; POST an image to create a job.
+
+    Creating a job returns 202 with the job, and its URL in `Location`.
+    """
 
     permission_classes = [CaptionPermission]
+
+    def get(self, request: Request) -> Response:
+        # Anonymous jobs belong to no one, so listing them would show every
+        # anonymous caller's uploads.
+        if not request.user.is_authenticated:
+            raise exceptions.NotAuthenticated("Listing jobs requires an API key.")
+        filters = CaptionJobFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        jobs = selectors.job_list_filter(
+            jobs=selectors.job_list_visible(user=request.user), **filters.validated_data
+        )
+
+        paginator = CaptionJobPagination()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        body = CaptionJobSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(body)
 
     def post(self, request: Request) -> Response:
         serializer = CaptionJobCreateSerializer(data=request.data)
@@ -52,7 +86,25 @@ class CaptionJobDetailView(APIView):
     permission_classes = [CaptionPermission]
 
     def get(self, request: Request, job_id) -> Response:
+        job = self.job_get(request, job_id)
+        return Response(CaptionJobSerializer(job, context={"request": request}).data)
+
+    def delete(self, request: Request, job_id) -> Response:
+        """Delete the job and its stored image; 409 while a worker is captioning it."""
+        job = self.job_get(request, job_id)
+        try:
+            services.job_delete(job=job)
+        except services.JobRunning as error:
+            return error_response(
+                code="job_running",
+                message=f"{error} Poll the job until its status is succeeded or failed.",
+                details={"status": job.status},
+                status_code=status.HTTP_409_CONFLICT,
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def job_get(self, request: Request, job_id):
         job = selectors.job_get_visible(job_id=job_id, user=request.user)
         if job is None:
             raise exceptions.NotFound(f"No caption job has the id {job_id}.")
-        return Response(CaptionJobSerializer(job, context={"request": request}).data)
+        return job

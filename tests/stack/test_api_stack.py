@@ -141,3 +141,30 @@ def test_job_of_another_key_is_404_over_http(stack_server, bad_inputs_dir, api_t
     assert own_status == 200
     assert other_status == 404
     assert other_body["error"]["code"] == "not_found"
+
+
+def test_history_pages_and_delete_over_http(stack_server, celery_worker_process, bad_inputs_dir, api_token):
+    """Two uploads page one at a time, newest first; a deleted job then returns 404."""
+    urls = [
+        post_image(f"{stack_server}/api/v1/captions/", bad_inputs_dir / name, api_token)[2]["url"]
+        for name in ("grayscale.jpg", "cmyk.jpg")
+    ]
+
+    listed = []
+    next_url = f"{stack_server}/api/v1/captions/?page_size=1"
+    while next_url:
+        status, page = get_json(next_url, api_token)
+        assert status == 200, page
+        listed += [item["url"] for item in page["results"]]
+        next_url = page["next"]
+    # A running job cannot be deleted, so the test waits for the worker to finish it.
+    wait_until_finished(urls[0], api_token, celery_worker_process)
+    request = urllib.request.Request(urls[0], method="DELETE", headers=auth_headers(api_token))
+    with urllib.request.urlopen(request, timeout=60) as response:
+        delete_status = response.status
+    after_status, after_body = get_json(urls[0], api_token)
+
+    assert listed == urls[::-1]
+    assert delete_status == 204
+    assert after_status == 404
+    assert after_body["error"]["code"] == "not_found"
