@@ -70,5 +70,9 @@ def job_get_visible(*, job_id: uuid.UUID | str, user) -> CaptionJob | None:
         return None
 
 
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.order_by("-created_at")
+
+
 def model_version_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()

@@ -4,7 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from captioning import selectors
-from captioning.models import CaptionJob
+from captioning.models import CaptionJob, ModelVersion
 
 MAX_BEAM_SIZE = 10
 # Used when a model version's config does not state its position table size.
@@ -89,8 +89,9 @@ class CaptionJobSerializer(serializers.ModelSerializer):
         return {"id": job.model_version.pk, "name": job.model_version.name}
 
     def get_image(self, job: CaptionJob) -> dict:
+        # The API's image URL serves only the job's owner, unlike MEDIA_URL.
         request = self.context.get("request")
-        url = job.image.url
+        url = reverse("api:caption-image", kwargs={"job_id": job.id})
         return {
             "url": request.build_absolute_uri(url) if request else url,
             "original_filename": job.original_filename,
@@ -114,3 +115,9 @@ class CaptionJobSerializer(serializers.ModelSerializer):
             "model_seconds": job.model_seconds,
             "total_seconds": job.total_seconds,
         }
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "is_active", "scores", "created_at"]

@@ -8,4 +8,7 @@ urlpatterns = [
     path("captions/", views.CaptionJobListView.as_view(), name="captions"),
     # `str`, not `uuid`, so that a malformed id gets the API's JSON 404 instead of Django's page.
     path("captions/<str:job_id>/", views.CaptionJobDetailView.as_view(), name="caption-detail"),
+    path("captions/<str:job_id>/image", views.CaptionJobImageView.as_view(), name="caption-image"),
+    path("models/", views.ModelVersionListView.as_view(), name="models"),
+    path("health/", views.HealthView.as_view(), name="health"),
 ]

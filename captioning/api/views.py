@@ -3,18 +3,20 @@
 import logging
 
 from django.conf import settings
+from django.http import FileResponse
 from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from captioning import selectors, services
+from captioning import health, imaging, selectors, services
 from captioning.api.errors import error_response
 from captioning.api.serializers import (
     CaptionJobCreateSerializer,
     CaptionJobFilterSerializer,
     CaptionJobSerializer,
+    ModelVersionSerializer,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,3 +110,66 @@ class CaptionJobDetailView(APIView):
         if job is None:
             raise exceptions.NotFound(f"No caption job has the id {job_id}.")
         return job
+
+
+class CaptionJobImageView(APIView):
+    """GET a job's stored upload, to its owner and staff only.
+
+    The content type is the format that the upload checks detected, and nosniff
+    stops a browser from guessing another one.
+    """
+
+    permission_classes = [CaptionPermission]
+
+    def get(self, request: Request, job_id) -> FileResponse:
+        job = selectors.job_get_visible(job_id=job_id, user=request.user)
+        if job is None:
+            raise exceptions.NotFound(f"No caption job has the id {job_id}.")
+        extension, content_type = imaging.ACCEPTED_FORMATS[job.format]
+        try:
+            file = job.image.open("rb")
+        except FileNotFoundError:
+            logger.warning("Image of caption job %s is missing from storage", job.pk)
+            raise exceptions.NotFound(
+                f"The image of caption job {job_id} is no longer stored. Upload it again."
+            ) from None
+
+        response = FileResponse(file, content_type=content_type)
+        response["Content-Disposition"] = f'inline; filename="{job.pk}.{extension}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, max-age=86400"
+        return response
+
+
+class ModelVersionListView(APIView):
+    """GET every model version, newest first, with its scores and whether it is active."""
+
+    permission_classes = [CaptionPermission]
+
+    def get(self, request: Request) -> Response:
+        versions = selectors.model_version_list()
+        return Response({"results": ModelVersionSerializer(versions, many=True).data})
+
+
+class HealthView(APIView):
+    """GET whether the database, the broker and at least one worker respond.
+
+    200 when all three do, else 503 in the error shape with every check in details.
+    Open to anonymous callers, so load balancers and orchestrators can use it.
+    """
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    def get(self, request: Request) -> Response:
+        checks = health.checks_run()
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        if failed:
+            return error_response(
+                code="unavailable",
+                message=f"The service is unavailable because these checks failed: {', '.join(failed)}.",
+                details=checks,
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response({"status": "ok", "checks": checks})

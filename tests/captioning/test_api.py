@@ -159,7 +159,7 @@ def test_detail_of_a_queued_job(api_client, bad_inputs_dir):
     assert body["model_version"] is None
     assert body["image"]["format"] == "JPEG"
     assert body["image"]["original_filename"] == "exif-orientation-6.jpg"
-    assert body["image"]["url"].endswith(".jpg")
+    assert body["image"]["url"].endswith(f"/api/v1/captions/{created['id']}/image")
     assert body["timings"]["created_at"]
     assert body["timings"]["started_at"] is None
     assert body["timings"]["queue_seconds"] is None
@@ -199,13 +199,87 @@ def test_unknown_job_is_404_in_error_shape(api_client, job_id):
 
 
 @pytest.mark.django_db
-def test_stored_upload_is_served_as_its_format(client, api_client, bad_inputs_dir):
-    """The PNG uploaded as .txt comes back from MEDIA_URL as image/png."""
-    created = upload(api_client, bad_inputs_dir / "png-named.txt").json()
-    path = created["image"]["url"].split("testserver", 1)[1]
-    response = client.get(path)
+def test_stored_upload_is_served_as_its_format(api_client, bad_inputs_dir):
+    """The PNG uploaded as .txt comes back from the job's image URL as image/png."""
+    path = bad_inputs_dir / "png-named.txt"
+    created = upload(api_client, path).json()
+
+    response = api_client.get(created["image"]["url"])
+
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content) == path.read_bytes()
+
+
+@pytest.mark.django_db
+def test_image_of_another_users_job_is_404(api_client, bad_inputs_dir):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    created = upload(api_client, bad_inputs_dir / "grayscale.jpg").json()
+    other = get_user_model().objects.create_user(username="other-app")
+    other_client = APIClient()
+    other_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other).key}")
+
+    response = other_client.get(created["image"]["url"])
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_image_missing_from_storage_is_404(api_client, bad_inputs_dir):
+    created = upload(api_client, bad_inputs_dir / "grayscale.jpg").json()
+    default_storage.delete(CaptionJob.objects.get(id=created["id"]).image.name)
+
+    response = api_client.get(created["image"]["url"])
+
+    assert response.status_code == 404
+    assert "no longer stored" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_models_lists_versions_with_active_flag(api_client, starter_model_version):
+    response = api_client.get("/api/v1/models/")
+
+    assert response.status_code == 200
+    [version] = response.json()["results"]
+    assert version["id"] == starter_model_version.pk
+    assert version["name"] == "starter"
+    assert version["is_active"] is True
+    assert version["scores"] == starter_model_version.scores
+    assert version["created_at"]
+
+
+@pytest.mark.django_db
+def test_health_without_workers_is_503(client):
+    """Under the tests' in-memory broker no worker replies, so health reports 503."""
+    response = client.get("/api/v1/health/")
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "unavailable"
+    assert error["details"]["database"] == {"ok": True}
+    assert error["details"]["workers"]["ok"] is False
+    assert "workers" in error["message"]
+
+
+@pytest.mark.django_db
+def test_health_with_broker_down_is_503(client):
+    from captionsite.localredis import free_port
+    from tests.conftest import celery_broker_use
+
+    celery_broker_use(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        response = client.get("/api/v1/health/")
+    finally:
+        celery_broker_use("memory://")
+
+    assert response.status_code == 503
+    details = response.json()["error"]["details"]
+    assert details["broker"]["ok"] is False
+    assert details["workers"]["ok"] is False
 
 
 @pytest.mark.django_db

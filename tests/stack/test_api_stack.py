@@ -168,3 +168,27 @@ def test_history_pages_and_delete_over_http(stack_server, celery_worker_process,
     assert delete_status == 204
     assert after_status == 404
     assert after_body["error"]["code"] == "not_found"
+
+
+def test_health_is_ok_with_the_stack_running(stack_server):
+    status, body = get_json(f"{stack_server}/api/v1/health/", None)
+    assert status == 200, body
+    assert body["status"] == "ok"
+    assert body["checks"]["workers"]["workers"] >= 1
+
+
+def test_image_is_served_to_its_owner_over_http(stack_server, bad_inputs_dir, api_token):
+    path = bad_inputs_dir / "png-named.txt"
+    _, _, created = post_image(f"{stack_server}/api/v1/captions/", path, api_token)
+
+    request = urllib.request.Request(created["image"]["url"], headers=auth_headers(api_token))
+    with urllib.request.urlopen(request, timeout=60) as response:
+        content_type = response.headers["Content-Type"]
+        nosniff = response.headers["X-Content-Type-Options"]
+        data = response.read()
+    anonymous_status, _ = get_json(created["image"]["url"], None)
+
+    assert content_type == "image/png"
+    assert nosniff == "nosniff"
+    assert data == path.read_bytes()
+    assert anonymous_status == 401
