@@ -71,6 +71,8 @@ class CaptionJob(models.Model):
     # Generation options; None means the model version's tuned default.
     beam_size = models.PositiveSmallIntegerField(null=True, blank=True)
     max_length = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Captions to store, the best one included; None means settings.CAPTION_ALTERNATIVES.
+    num_captions = models.PositiveSmallIntegerField(null=True, blank=True)
 
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True

@@ -74,5 +74,12 @@ def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("-created_at")
 
 
+def model_version_get_by_id_or_name(*, id_or_name: str) -> ModelVersion | None:
+    """Return the version with this id when the value is all digits, else by name."""
+    if id_or_name.isdigit():
+        return ModelVersion.objects.filter(pk=int(id_or_name)).first()
+    return ModelVersion.objects.filter(name=id_or_name).first()
+
+
 def model_version_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()

@@ -3,6 +3,7 @@ and activating model versions. Views, the API, tasks and the admin call these.
 """
 
 import logging
+import time
 import uuid
 from typing import IO
 
@@ -54,6 +55,7 @@ def job_create(
     model_version: ModelVersion | None = None,
     beam_size: int | None = None,
     max_length: int | None = None,
+    num_captions: int | None = None,
 ) -> CaptionJob:
     """Check an upload, store it, create a queued job, and enqueue it after commit.
 
@@ -81,6 +83,7 @@ def job_create(
                 sha256=checked.sha256,
                 beam_size=beam_size,
                 max_length=max_length,
+                num_captions=num_captions,
                 model_version=model_version,
             )
             transaction.on_commit(lambda: job_enqueue(job_id=job.id))
@@ -125,6 +128,19 @@ def stored_files_delete(*, names: list[str]) -> None:
             default_storage.delete(name)
         except OSError:
             logger.exception("Could not delete %s from storage; remove it by hand", name)
+
+
+def job_wait(*, job: CaptionJob, timeout_seconds: float, poll_seconds: float = 0.25) -> CaptionJob:
+    """Re-read a job until it is finished or `timeout_seconds` have passed; return it.
+
+    NOTE: this holds a web server thread for the whole wait, which is why the API
+    caps the wait at 30 seconds.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while not job.is_finished and time.monotonic() < deadline:
+        time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0)))
+        job = selectors.job_get(job_id=job.pk) or job
+    return job
 
 
 def job_fail(*, job: CaptionJob, message: str) -> CaptionJob:
@@ -227,7 +243,7 @@ def job_caption(*, job: CaptionJob) -> CaptionJob:
     [result] = inference.images_caption(
         model_version=model_version,
         images=[image],
-        num_captions=settings.CAPTION_ALTERNATIVES,
+        num_captions=job.num_captions or settings.CAPTION_ALTERNATIVES,
         beam_size=job.beam_size,
         max_length=job.max_length,
     )

@@ -108,9 +108,12 @@ def celery_broker_use(url: str) -> None:
     """Point this process's Celery app at a broker, dropping pooled connections."""
     from captionsite.celery import app
 
+    from kombu import pools
+
     app.conf.broker_url = url
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # The app's pool lives in kombu's global registry, which hands the same pool out
+    # again for the same URL, so closing it alone would leave a closed pool there.
+    pools.reset()
     app._pool = None
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None

@@ -7,35 +7,77 @@ from captioning import selectors
 from captioning.models import CaptionJob, ModelVersion
 
 MAX_BEAM_SIZE = 10
+MIN_MAX_LENGTH = 5
+MAX_MAX_LENGTH = 50
+MAX_NUM_CAPTIONS = 5
+MAX_WAIT_SECONDS = 30
+# Caption languages that the model versions write. Other values are rejected, so that
+# a client asking for a language gets an error rather than English.
+LANGUAGES = ["en"]
 # Used when a model version's config does not state its position table size.
 DEFAULT_MAX_POSITIONS = 40
 
 
 class CaptionJobCreateSerializer(serializers.Serializer):
     # Empty files pass here so that captioning.imaging rejects them with its own code.
-    image = serializers.FileField(allow_empty_file=True)
+    image = serializers.FileField(
+        allow_empty_file=True,
+        help_text="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF, detected from its content.",
+    )
+    model_version = serializers.CharField(
+        required=False,
+        help_text="Pin the job to this model version, by id or name; omit for the active one.",
+    )
     beam_size = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_BEAM_SIZE,
         help_text="Beams searched; omit for the model version's tuned default.",
     )
     max_length = serializers.IntegerField(
-        required=False, min_value=1,
-        help_text="Most words in a caption; omit for the model version's default.",
+        required=False, min_value=MIN_MAX_LENGTH, max_value=MAX_MAX_LENGTH,
+        help_text="Maximum words in a caption; omit for the model version's default.",
+    )
+    num_captions = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_NUM_CAPTIONS,
+        help_text="Captions to return, best first, in `alternatives`; omit for the server's default.",
+    )
+    language = serializers.ChoiceField(
+        choices=LANGUAGES, required=False,
+        help_text="Language of the caption. The current model versions write English only.",
+    )
+    wait = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_WAIT_SECONDS,
+        help_text=(
+            "Seconds to wait for the caption. The response is 200 with the finished job "
+            "when it is done in time, else 202 as without `wait`. Also read from the query string."
+        ),
     )
 
-    def validate_max_length(self, value: int) -> int:
-        version = selectors.model_version_get_active()
+    def validate_model_version(self, value: str) -> ModelVersion:
+        version = selectors.model_version_get_by_id_or_name(id_or_name=value)
+        if version is None:
+            raise serializers.ValidationError(
+                f"No model version has the id or name {value!r}. GET /api/v1/models/ lists them."
+            )
+        return version
+
+    def validate(self, attrs: dict) -> dict:
+        max_length = attrs.get("max_length")
+        if max_length is None:
+            return attrs
+        version = attrs.get("model_version") or selectors.model_version_get_active()
         max_positions = DEFAULT_MAX_POSITIONS
         if version is not None:
             max_positions = int(version.config.get("max_positions", DEFAULT_MAX_POSITIONS))
         # Two positions go to the start and end tokens.
         limit = max_positions - 2
-        if value > limit:
-            raise serializers.ValidationError(
-                f"Ensure this value is less than or equal to {limit}, the longest caption "
-                "the active model can write."
-            )
-        return value
+        if max_length > limit:
+            raise serializers.ValidationError({
+                "max_length": [
+                    f"Ensure this value is less than or equal to {limit}, the longest caption "
+                    "the model version can write."
+                ]
+            })
+        return attrs
 
 
 class CaptionJobFilterSerializer(serializers.Serializer):
@@ -89,7 +131,7 @@ class CaptionJobSerializer(serializers.ModelSerializer):
         return {"id": job.model_version.pk, "name": job.model_version.name}
 
     def get_image(self, job: CaptionJob) -> dict:
-        # The API's image URL serves only the job's owner, unlike MEDIA_URL.
+        # Unlike MEDIA_URL, the API's image URL serves only the job's owner and staff.
         request = self.context.get("request")
         url = reverse("api:caption-image", kwargs={"job_id": job.id})
         return {

@@ -63,20 +63,31 @@ class CaptionJobListView(APIView):
         return paginator.get_paginated_response(body)
 
     def post(self, request: Request) -> Response:
-        serializer = CaptionJobCreateSerializer(data=request.data)
+        data = request.data
+        if "wait" in request.query_params and "wait" not in data:
+            # A shallow dict keeps the uploaded file objects as they are.
+            fields = data.dict() if hasattr(data, "dict") else dict(data)
+            data = {**fields, "wait": request.query_params["wait"]}
+        serializer = CaptionJobCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        upload = serializer.validated_data["image"]
+        options = serializer.validated_data
+        upload = options["image"]
 
         job = services.job_create(
             upload=upload,
             original_filename=upload.name or "",
             user=request.user,
-            beam_size=serializer.validated_data.get("beam_size"),
-            max_length=serializer.validated_data.get("max_length"),
+            model_version=options.get("model_version"),
+            beam_size=options.get("beam_size"),
+            max_length=options.get("max_length"),
+            num_captions=options.get("num_captions"),
         )
+        if options.get("wait"):
+            job = services.job_wait(job=job, timeout_seconds=options["wait"])
 
         body = CaptionJobSerializer(job, context={"request": request}).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        response_status = status.HTTP_200_OK if job.is_finished else status.HTTP_202_ACCEPTED
+        return Response(body, status=response_status, headers={"Location": body["url"]})
 
 
 class CaptionJobDetailView(APIView):
@@ -92,7 +103,7 @@ class CaptionJobDetailView(APIView):
         return Response(CaptionJobSerializer(job, context={"request": request}).data)
 
     def delete(self, request: Request, job_id) -> Response:
-        """Delete the job and its stored image; 409 while a worker is captioning it."""
+        """Delete the job and its stored image, or return 409 while a worker captions it."""
         job = self.job_get(request, job_id)
         try:
             services.job_delete(job=job)

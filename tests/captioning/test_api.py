@@ -298,3 +298,75 @@ def test_broker_outage_still_answers_202(api_client, bad_inputs_dir, django_capt
     assert response.status_code == 202
     assert len(callbacks) == 1
     assert CaptionJob.objects.get(id=response.json()["id"]).status == "queued"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_length": 4},
+        {"max_length": 51},
+        {"num_captions": 0},
+        {"num_captions": 6},
+        {"language": "fr"},
+        {"wait": -1},
+        {"wait": 31},
+        {"model_version": "no-such-model"},
+        {"model_version": "999999"},
+    ],
+)
+def test_invalid_create_option_is_rejected(api_client, bad_inputs_dir, fields):
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", **fields)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid"
+    assert list(response.json()["error"]["details"]) == list(fields)
+    assert CaptionJob.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("by", ["id", "name"])
+def test_model_version_option_pins_the_job(api_client, bad_inputs_dir, starter_model_version, by):
+    value = starter_model_version.pk if by == "id" else starter_model_version.name
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", model_version=value)
+    assert response.status_code == 202, response.content
+    assert CaptionJob.objects.get(id=response.json()["id"]).model_version == starter_model_version
+
+
+@pytest.mark.django_db
+def test_num_captions_and_language_are_accepted(api_client, bad_inputs_dir):
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", num_captions=5, language="en")
+    assert response.status_code == 202, response.content
+    assert CaptionJob.objects.get(id=response.json()["id"]).num_captions == 5
+
+
+@pytest.mark.django_db
+def test_wait_for_an_unfinished_job_returns_202(api_client, bad_inputs_dir):
+    """The in-memory broker runs nothing, so the job is still queued when the wait ends."""
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", wait=1)
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_wait_for_a_finished_job_returns_200(api_client, bad_inputs_dir, starter_model_version):
+    """With Celery running tasks in this process, the job is done before the wait starts.
+
+    The test is transactional so that the job is enqueued, and run, on commit.
+    """
+    from captionsite.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        with open(bad_inputs_dir / "grayscale.jpg", "rb") as file:
+            response = api_client.post(
+                f"{CREATE_URL}?wait=5", {"image": file, "num_captions": 2}, format="multipart"
+            )
+    finally:
+        app.conf.task_always_eager = False
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "succeeded", body["error_message"]
+    assert body["caption"]
+    assert len(body["alternatives"]) == 2
+    assert response["Location"] == body["url"]

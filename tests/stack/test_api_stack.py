@@ -192,3 +192,17 @@ def test_image_is_served_to_its_owner_over_http(stack_server, bad_inputs_dir, ap
     assert nosniff == "nosniff"
     assert data == path.read_bytes()
     assert anonymous_status == 401
+
+
+def test_wait_returns_the_finished_job_over_http(stack_server, celery_worker_process, dataset_dir, api_token):
+    """With the model loaded by a first job, `wait=30` returns 200 and the caption."""
+    photo = dataset_dir / "flickr8k-900" / "images" / "1001773457_577c3a7d70.jpg"
+    _, _, warm_up = post_image(f"{stack_server}/api/v1/captions/", photo, api_token)
+    wait_until_finished(warm_up["url"], api_token, celery_worker_process)
+
+    status, headers, body = post_image(f"{stack_server}/api/v1/captions/?wait=30", photo, api_token)
+
+    assert status == 200, body
+    assert body["status"] == "succeeded", body["error_message"]
+    assert CAPTION_PATTERN.match(body["caption"]), body["caption"]
+    assert headers["Location"] == body["url"]
