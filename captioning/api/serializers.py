@@ -11,6 +11,7 @@ MIN_MAX_LENGTH = 5
 MAX_MAX_LENGTH = 50
 MAX_NUM_CAPTIONS = 5
 MAX_WAIT_SECONDS = 30
+MAX_BATCH_FILES = 50
 # Caption languages that the model versions write. Other values are rejected, so that
 # a client asking for a language gets an error rather than English.
 LANGUAGES = ["en"]
@@ -78,6 +79,13 @@ class CaptionJobCreateSerializer(serializers.Serializer):
                 ]
             })
         return attrs
+
+
+class CaptionJobOptionsSerializer(CaptionJobCreateSerializer):
+    """The options of a single upload, without its image or `wait`, for a batch."""
+
+    image = None
+    wait = None
 
 
 class CaptionJobFilterSerializer(serializers.Serializer):

@@ -13,7 +13,9 @@ from rest_framework.views import APIView
 from captioning import health, imaging, selectors, services
 from captioning.api.errors import error_response
 from captioning.api.serializers import (
+    MAX_BATCH_FILES,
     CaptionJobCreateSerializer,
+    CaptionJobOptionsSerializer,
     CaptionJobFilterSerializer,
     CaptionJobSerializer,
     ModelVersionSerializer,
@@ -88,6 +90,59 @@ class CaptionJobListView(APIView):
         body = CaptionJobSerializer(job, context={"request": request}).data
         response_status = status.HTTP_200_OK if job.is_finished else status.HTTP_202_ACCEPTED
         return Response(body, status=response_status, headers={"Location": body["url"]})
+
+
+class CaptionJobBatchView(APIView):
+    """POST up to 50 files as repeated multipart field `images`, one job per good file.
+
+    Each file is checked on its own, so a bad file fails only its own entry. The
+    response is 207 with one result per file, in upload order: the job, or the error.
+    The other fields are the options of a single upload and apply to every file.
+    """
+
+    permission_classes = [CaptionPermission]
+
+    def post(self, request: Request) -> Response:
+        files = request.FILES.getlist("images")
+        if not files:
+            raise exceptions.ValidationError({"images": ["Send at least one file in the field `images`."]})
+        if len(files) > MAX_BATCH_FILES:
+            return error_response(
+                code="too_many_files",
+                message=(
+                    f"The batch has {len(files)} files, and the limit is {MAX_BATCH_FILES}. "
+                    "Split it into several requests."
+                ),
+                details={"files": len(files), "max_files": MAX_BATCH_FILES},
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
+        serializer = CaptionJobOptionsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        options = serializer.validated_data
+
+        results = []
+        for index, upload in enumerate(files):
+            try:
+                job = services.job_create(
+                    upload=upload,
+                    original_filename=upload.name or "",
+                    user=request.user,
+                    model_version=options.get("model_version"),
+                    beam_size=options.get("beam_size"),
+                    max_length=options.get("max_length"),
+                    num_captions=options.get("num_captions"),
+                )
+            except imaging.ImageRejected as error:
+                logger.info("Rejected batch file %d (%r): %s", index, upload.name, error.code)
+                error_body = {"code": error.code, "message": error.message, "details": error.details}
+                results.append({"index": index, "filename": upload.name, "status": 400, "error": error_body})
+                continue
+            job_body = CaptionJobSerializer(job, context={"request": request}).data
+            results.append({"index": index, "filename": upload.name, "status": 202, "job": job_body})
+
+        accepted = sum(1 for result in results if result["status"] == 202)
+        body = {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+        return Response(body, status=status.HTTP_207_MULTI_STATUS)
 
 
 class CaptionJobDetailView(APIView):

@@ -206,3 +206,48 @@ def test_wait_returns_the_finished_job_over_http(stack_server, celery_worker_pro
     assert body["status"] == "succeeded", body["error_message"]
     assert CAPTION_PATTERN.match(body["caption"]), body["caption"]
     assert headers["Location"] == body["url"]
+
+
+def post_files(url: str, paths: list[Path], token: str) -> tuple[int, dict]:
+    """POST files as repeated multipart field `images`; return status and JSON body."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for path in paths:
+        body += (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="images"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + path.read_bytes() + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **auth_headers(token)},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_batch_of_twenty_with_two_bad_files_over_http(
+    stack_server, celery_worker_process, dataset_dir, bad_inputs_dir, api_token
+):
+    """The 18 photos are captioned; the two bad files fail only their own entries."""
+    photos = sorted((dataset_dir / "flickr8k-900" / "images").glob("*.jpg"))[:18]
+    paths = photos[:5] + [bad_inputs_dir / "truncated.jpg"] + photos[5:12] + [bad_inputs_dir / "one-pixel.png"] + photos[12:]
+
+    status, body = post_files(f"{stack_server}/api/v1/captions/batch/", paths, api_token)
+
+    assert status == 207, body
+    assert (body["accepted"], body["rejected"]) == (18, 2)
+    assert body["results"][5]["error"]["code"] == "image_corrupt"
+    assert body["results"][13]["error"]["code"] == "image_too_small"
+    finished = [
+        wait_until_finished(result["job"]["url"], api_token, celery_worker_process)
+        for result in body["results"]
+        if result["status"] == 202
+    ]
+    assert [job["status"] for job in finished] == ["succeeded"] * 18
