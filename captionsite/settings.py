@@ -243,7 +243,25 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "captioning.api.throttling.AnonymousClientThrottle",
+        "captioning.api.throttling.UserThrottle",
+    ],
 }
+# Requests per client: "anon" per client address, "user" per user. Over the rate the
+# API returns 429 with Retry-After. Permission checks run first, so requests rejected
+# with 401 are not counted. The counts live in Django's default cache.
+# NOTE: that cache is per process unless CACHES names a shared one, so each web
+# process counts on its own.
+API_THROTTLE_RATES = {
+    "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
+    "user": os.environ.get("API_THROTTLE_USER", "600/min"),
+}
+# How many reverse proxies in front of the site append to X-Forwarded-For. With 0 the
+# client address is REMOTE_ADDR, and the header is ignored so no client can forge it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# The largest API request body. Larger ones get 413 before anything is parsed.
+API_MAX_REQUEST_BYTES = env_int("API_MAX_REQUEST_BYTES", 100 * 1024 * 1024)
 # Whether the API accepts requests without credentials. Anonymous jobs belong to no
 # user, so they can be read by id only while this is on. The upload page is open to
 # anonymous visitors regardless.

@@ -87,6 +87,14 @@ def starter_model_version(db):
     return ModelVersion.objects.get(name=STARTER_NAME)
 
 
+@pytest.fixture(autouse=True)
+def _throttle_counts_cleared():
+    """Start every test with empty request counts, so no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def api_user(db):
     from django.contrib.auth import get_user_model

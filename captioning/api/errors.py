@@ -1,8 +1,10 @@
 """One error shape for the whole API: {"error": {"code", "message", "details"}}."""
 
 import logging
+import math
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -18,8 +20,50 @@ def error_response(*, code: str, message: str, details=None, status_code: int) -
     return Response(body, status=status_code)
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
+def request_size_check(request) -> None:
+    """Raise RequestTooLarge when the declared body is over API_MAX_REQUEST_BYTES.
+
+    NOTE: a chunked body without Content-Length passes this check, and then only the
+    per-file limit of captioning.imaging applies, after the upload was received.
+    """
+    limit = settings.API_MAX_REQUEST_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        raise RequestTooLarge(
+            f"The request body is {length:,} bytes, and the limit is {limit:,} bytes. "
+            "Send fewer or smaller files per request."
+        )
+
+
 def exception_handler(exc, context):
     """Render every error the API raises in the one shape; let others become 500s."""
+    if isinstance(exc, RequestDataTooBig):
+        # Django raises this when the body, not counting uploaded files, is over
+        # DATA_UPLOAD_MAX_MEMORY_SIZE: base64 text in a form field, for example.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(
+            code="request_too_large",
+            message=(
+                f"The request's form fields or body, not counting files, are over {limit:,} "
+                "bytes. Send the image as a file in the field `image`, not as text."
+            ),
+            details={"max_field_bytes": limit},
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return error_response(
+            code="too_many_fields",
+            message=f"{exc} Send fewer fields or files per request.",
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, ImageRejected):
         set_rollback()
         return error_response(
@@ -40,7 +84,7 @@ def exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+        headers["Retry-After"] = str(math.ceil(exc.wait))
     if isinstance(exc.detail, (dict, list)):
         # Field errors from a serializer: the message sums them up, details lists them.
         message = "The request is invalid; see details for each field."
@@ -48,6 +92,8 @@ def exception_handler(exc, context):
     else:
         message = str(exc.detail)
         details = {}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        details = {"retry_after_seconds": math.ceil(exc.wait)}
     response = error_response(
         code=exc.default_code if isinstance(exc.detail, (dict, list)) else exc.get_codes(),
         message=message,

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from captioning import health, imaging, selectors, services
-from captioning.api.errors import error_response
+from captioning.api.errors import error_response, request_size_check
 from captioning.api.serializers import (
     MAX_BATCH_FILES,
     CaptionJobCreateSerializer,
@@ -22,6 +22,14 @@ from captioning.api.serializers import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class ApiView(APIView):
+    """An APIView that rejects bodies over API_MAX_REQUEST_BYTES before parsing them."""
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        request_size_check(request)
+        super().initial(request, *args, **kwargs)
 
 
 class CaptionPermission(permissions.BasePermission):
@@ -40,7 +48,7 @@ class CaptionJobPagination(CursorPagination):
     max_page_size = 100
 
 
-class CaptionJobListView(APIView):
+class CaptionJobListView(ApiView):
     """GET the caller's jobs, newest first; POST an image to create a job.
 
     Creating a job returns 202 with the job, and its URL in `Location`.
@@ -92,7 +100,7 @@ class CaptionJobListView(APIView):
         return Response(body, status=response_status, headers={"Location": body["url"]})
 
 
-class CaptionJobBatchView(APIView):
+class CaptionJobBatchView(ApiView):
     """POST up to 50 files as repeated multipart field `images`, one job per good file.
 
     Each file is checked on its own, so a bad file fails only its own entry. The
@@ -145,7 +153,7 @@ class CaptionJobBatchView(APIView):
         return Response(body, status=status.HTTP_207_MULTI_STATUS)
 
 
-class CaptionJobDetailView(APIView):
+class CaptionJobDetailView(ApiView):
     """GET a job's status, and its caption once a worker has written one.
 
     Another user's job returns 404 like an unknown id, so ids cannot be probed.
@@ -178,7 +186,7 @@ class CaptionJobDetailView(APIView):
         return job
 
 
-class CaptionJobImageView(APIView):
+class CaptionJobImageView(ApiView):
     """GET a job's stored upload, to its owner and staff only.
 
     The content type is the format that the upload checks detected, and nosniff
@@ -208,7 +216,7 @@ class CaptionJobImageView(APIView):
         return response
 
 
-class ModelVersionListView(APIView):
+class ModelVersionListView(ApiView):
     """GET every model version, newest first, with its scores and whether it is active."""
 
     permission_classes = [CaptionPermission]
@@ -218,7 +226,7 @@ class ModelVersionListView(APIView):
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
 
-class HealthView(APIView):
+class HealthView(ApiView):
     """GET whether the database, the broker and at least one worker respond.
 
     200 when all three do, else 503 in the error shape with every check in details.
@@ -227,6 +235,8 @@ class HealthView(APIView):
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
+    # Probes poll often and from one address, so they are not throttled.
+    throttle_classes = []
 
     def get(self, request: Request) -> Response:
         checks = health.checks_run()

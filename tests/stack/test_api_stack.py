@@ -251,3 +251,44 @@ def test_batch_of_twenty_with_two_bad_files_over_http(
         if result["status"] == 202
     ]
     assert [job["status"] for job in finished] == ["succeeded"] * 18
+
+
+def test_throttled_client_gets_429_over_http(stack_server, api_token, settings):
+    settings.API_THROTTLE_RATES = {"anon": "100/min", "user": "2/min"}
+    url = f"{stack_server}/api/v1/captions/"
+
+    statuses = [get_json(url, api_token)[0] for _ in range(2)]
+    request = urllib.request.Request(url, headers=auth_headers(api_token))
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=60)
+
+    assert statuses == [200, 200]
+    assert raised.value.code == 429
+    assert int(raised.value.headers["Retry-After"]) > 0
+    assert json.load(raised.value)["error"]["code"] == "throttled"
+
+
+def test_base64_text_in_a_field_gets_413_over_http(stack_server, api_token, settings):
+    """An image sent as base64 text, not as a file, is over Django's field limit."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="image"\r\n\r\n'
+        + "QUJD" * 5000
+        + f"\r\n--{boundary}--\r\n"
+    ).encode()
+    request = urllib.request.Request(
+        f"{stack_server}/api/v1/captions/",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **auth_headers(api_token)},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=60)
+
+    assert raised.value.code == 413
+    error = json.load(raised.value)["error"]
+    assert error["code"] == "request_too_large"
+    assert "10,000 bytes" in error["message"]
+    assert CaptionJob.objects.count() == 0
