@@ -23,3 +23,6 @@ if settings.SERVE_MEDIA:
     urlpatterns.append(re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), serve_media))
 
 urlpatterns.append(path("", include("captioning.web_urls")))
+
+handler404 = "captioning.api.errors.page_not_found"
+handler500 = "captioning.api.errors.server_error"

@@ -5,7 +5,8 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -103,3 +104,37 @@ def exception_handler(exc, context):
     for name, value in headers.items():
         response[name] = value
     return response
+
+
+# Django's handlers for errors outside any API view: unknown routes and crashes.
+# Paths under /api/ get the API's error shape, the pages keep the site's HTML.
+
+
+def api_path(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request, exception):
+    if not api_path(request):
+        return defaults.page_not_found(request, exception)
+    body = {
+        "error": {
+            "code": "not_found",
+            "message": f"No API endpoint has the path {request.path}. The README lists the endpoints.",
+            "details": {},
+        }
+    }
+    return JsonResponse(body, status=404)
+
+
+def server_error(request):
+    if not api_path(request):
+        return defaults.server_error(request)
+    body = {
+        "error": {
+            "code": "internal_error",
+            "message": "The server failed with an internal error. Try again later; if it persists, tell the operators.",
+            "details": {},
+        }
+    }
+    return JsonResponse(body, status=500)

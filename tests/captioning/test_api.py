@@ -370,3 +370,38 @@ def test_wait_for_a_finished_job_returns_200(api_client, bad_inputs_dir, starter
     assert body["caption"]
     assert len(body["alternatives"]) == 2
     assert response["Location"] == body["url"]
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_is_404_in_error_shape(api_client):
+    response = api_client.get("/api/v1/no-such-endpoint/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert "/api/v1/no-such-endpoint/" in error["message"]
+
+
+@pytest.mark.django_db
+def test_unknown_page_keeps_the_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_wrong_method_is_405_in_error_shape(api_client):
+    response = api_client.put(CREATE_URL, {})
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_server_error_under_api_is_json(rf):
+    """Django's 500 handler returns the error shape for API paths, not the HTML page."""
+    from captioning.api.errors import server_error
+
+    response = server_error(rf.get("/api/v1/captions/"))
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert b'"internal_error"' in response.content
