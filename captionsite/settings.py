@@ -75,6 +75,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "captioning",
 ]
 
@@ -237,6 +239,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
     ],
     "EXCEPTION_HANDLER": "captioning.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Clients send "Authorization: Token KEY". Session authentication serves the
     # browser, and DRF enforces CSRF on its unsafe requests.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -262,6 +265,22 @@ API_THROTTLE_RATES = {
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # The largest API request body. Larger ones get 413 before anything is parsed.
 API_MAX_REQUEST_BYTES = env_int("API_MAX_REQUEST_BYTES", 100 * 1024 * 1024)
+# OpenAPI schema at /api/schema/ and Swagger UI at /api/docs/, with the UI's files
+# from the drf-spectacular-sidecar package, so the docs work without a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Captionsite API",
+    "DESCRIPTION": (
+        "Caption photos with a self-hosted model. Send the API key as "
+        "`Authorization: Token KEY`; `manage.py create_api_key USER` prints one. "
+        "Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 # Whether the API accepts requests without credentials. Anonymous jobs belong to no
 # user, so they can be read by id only while this is on. The upload page is open to
 # anonymous visitors regardless.

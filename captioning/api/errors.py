@@ -120,7 +120,7 @@ def page_not_found(request, exception):
     body = {
         "error": {
             "code": "not_found",
-            "message": f"No API endpoint has the path {request.path}. The README lists the endpoints.",
+            "message": f"No API endpoint has the path {request.path}. /api/docs/ lists the endpoints.",
             "details": {},
         }
     }

@@ -1,6 +1,7 @@
 """Parsing of API requests and rendering of caption jobs."""
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from captioning import selectors
@@ -107,8 +108,40 @@ class CaptionJobFilterSerializer(serializers.Serializer):
     )
 
 
+class AlternativeSerializer(serializers.Serializer):
+    text = serializers.CharField(help_text="The caption.")
+    log_prob = serializers.FloatField(help_text="Sum of the token log-probabilities.")
+    confidence = serializers.FloatField(help_text="exp of the mean token log-probability, 0 to 1.")
+    truncated = serializers.BooleanField(help_text="True when the caption hit the length limit.")
+
+
+class ModelVersionRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class ImageInfoSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="The stored image, served to the job's owner only.")
+    original_filename = serializers.CharField()
+    format = serializers.CharField(help_text="Detected from the content: JPEG, PNG, WEBP, GIF, BMP or TIFF.")
+    width = serializers.IntegerField(help_text="Pixels, after EXIF orientation.")
+    height = serializers.IntegerField(help_text="Pixels, after EXIF orientation.")
+    byte_size = serializers.IntegerField()
+    sha256 = serializers.CharField()
+
+
+class TimingsSerializer(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    queue_seconds = serializers.FloatField(allow_null=True, help_text="From upload to the worker's start.")
+    model_seconds = serializers.FloatField(allow_null=True, help_text="Inside the model, without loading it.")
+    total_seconds = serializers.FloatField(allow_null=True, help_text="From upload to the stored result.")
+
+
 class CaptionJobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    alternatives = AlternativeSerializer(many=True, read_only=True)
     model_version = serializers.SerializerMethodField()
     image = serializers.SerializerMethodField()
     timings = serializers.SerializerMethodField()
@@ -128,16 +161,19 @@ class CaptionJobSerializer(serializers.ModelSerializer):
             "timings",
         ]
 
+    @extend_schema_field(serializers.URLField(help_text="Poll this URL for the job's state."))
     def get_url(self, job: CaptionJob) -> str:
         path = reverse("api:caption-detail", kwargs={"job_id": job.id})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
 
+    @extend_schema_field(ModelVersionRefSerializer(allow_null=True))
     def get_model_version(self, job: CaptionJob) -> dict | None:
         if job.model_version is None:
             return None
         return {"id": job.model_version.pk, "name": job.model_version.name}
 
+    @extend_schema_field(ImageInfoSerializer)
     def get_image(self, job: CaptionJob) -> dict:
         # Unlike MEDIA_URL, the API's image URL serves only the job's owner and staff.
         request = self.context.get("request")
@@ -152,6 +188,7 @@ class CaptionJobSerializer(serializers.ModelSerializer):
             "sha256": job.sha256,
         }
 
+    @extend_schema_field(TimingsSerializer)
     def get_timings(self, job: CaptionJob) -> dict:
         return {
             "created_at": serializers.DateTimeField().to_representation(job.created_at),

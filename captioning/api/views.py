@@ -4,13 +4,16 @@ import logging
 
 from django.conf import settings
 from django.http import FileResponse
-from rest_framework import exceptions, permissions, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from captioning import health, imaging, selectors, services
+from captioning.api import schema
 from captioning.api.errors import error_response, request_size_check
 from captioning.api.serializers import (
     MAX_BATCH_FILES,
@@ -56,6 +59,16 @@ class CaptionJobListView(ApiView):
 
     permission_classes = [CaptionPermission]
 
+    @extend_schema(
+        summary="List your jobs",
+        parameters=[CaptionJobFilterSerializer],
+        responses={
+            200: CaptionJobSerializer(many=True),
+            400: schema.INVALID,
+            401: schema.UNAUTHENTICATED,
+            429: schema.THROTTLED,
+        },
+    )
     def get(self, request: Request) -> Response:
         # Anonymous jobs belong to no one, so listing them would show every
         # anonymous caller's uploads.
@@ -72,6 +85,24 @@ class CaptionJobListView(ApiView):
         body = CaptionJobSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(body)
 
+    @extend_schema(
+        summary="Caption one image",
+        request={"multipart/form-data": CaptionJobCreateSerializer},
+        parameters=[
+            OpenApiParameter(
+                "wait", OpenApiTypes.INT, OpenApiParameter.QUERY,
+                description="Seconds to wait for the caption, 0 to 30, as the form field `wait`.",
+            )
+        ],
+        responses={
+            200: OpenApiResponse(CaptionJobSerializer, description="The job finished within `wait`."),
+            202: OpenApiResponse(CaptionJobSerializer, description="The job is queued; poll its `url`."),
+            400: schema.INVALID,
+            401: schema.UNAUTHENTICATED,
+            413: schema.TOO_LARGE,
+            429: schema.THROTTLED,
+        },
+    )
     def post(self, request: Request) -> Response:
         data = request.data
         if "wait" in request.query_params and "wait" not in data:
@@ -110,6 +141,44 @@ class CaptionJobBatchView(ApiView):
 
     permission_classes = [CaptionPermission]
 
+    @extend_schema(
+        summary="Caption up to 50 images",
+        request={
+            "multipart/form-data": inline_serializer(
+                "CaptionBatchRequest",
+                fields={
+                    "images": serializers.ListField(
+                        child=serializers.FileField(), help_text="Up to 50 files, one field each."
+                    ),
+                    **CaptionJobOptionsSerializer().get_fields(),
+                },
+            )
+        },
+        responses={
+            207: inline_serializer(
+                "CaptionBatch",
+                fields={
+                    "accepted": serializers.IntegerField(),
+                    "rejected": serializers.IntegerField(),
+                    "results": inline_serializer(
+                        "CaptionBatchItem",
+                        fields={
+                            "index": serializers.IntegerField(help_text="Position of the file in the request."),
+                            "filename": serializers.CharField(),
+                            "status": serializers.IntegerField(help_text="202 with `job`, or 400 with `error`."),
+                            "job": CaptionJobSerializer(required=False),
+                            "error": schema.ErrorBodySerializer(required=False),
+                        },
+                        many=True,
+                    ),
+                },
+            ),
+            400: schema.INVALID,
+            401: schema.UNAUTHENTICATED,
+            413: schema.TOO_LARGE,
+            429: schema.THROTTLED,
+        },
+    )
     def post(self, request: Request) -> Response:
         files = request.FILES.getlist("images")
         if not files:
@@ -161,10 +230,24 @@ class CaptionJobDetailView(ApiView):
 
     permission_classes = [CaptionPermission]
 
+    @extend_schema(
+        summary="Read a job",
+        responses={200: CaptionJobSerializer, 401: schema.UNAUTHENTICATED, 404: schema.NOT_FOUND, 429: schema.THROTTLED},
+    )
     def get(self, request: Request, job_id) -> Response:
         job = self.job_get(request, job_id)
         return Response(CaptionJobSerializer(job, context={"request": request}).data)
 
+    @extend_schema(
+        summary="Delete a job and its image",
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            401: schema.UNAUTHENTICATED,
+            404: schema.NOT_FOUND,
+            409: schema.JOB_RUNNING,
+            429: schema.THROTTLED,
+        },
+    )
     def delete(self, request: Request, job_id) -> Response:
         """Delete the job and its stored image, or return 409 while a worker captions it."""
         job = self.job_get(request, job_id)
@@ -195,6 +278,15 @@ class CaptionJobImageView(ApiView):
 
     permission_classes = [CaptionPermission]
 
+    @extend_schema(
+        summary="Download a job's image",
+        responses={
+            (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The stored upload."),
+            401: schema.UNAUTHENTICATED,
+            404: schema.NOT_FOUND,
+            429: schema.THROTTLED,
+        },
+    )
     def get(self, request: Request, job_id) -> FileResponse:
         job = selectors.job_get_visible(job_id=job_id, user=request.user)
         if job is None:
@@ -221,6 +313,14 @@ class ModelVersionListView(ApiView):
 
     permission_classes = [CaptionPermission]
 
+    @extend_schema(
+        summary="List model versions",
+        responses={
+            200: inline_serializer("ModelVersionList", fields={"results": ModelVersionSerializer(many=True)}),
+            401: schema.UNAUTHENTICATED,
+            429: schema.THROTTLED,
+        },
+    )
     def get(self, request: Request) -> Response:
         versions = selectors.model_version_list()
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
@@ -238,6 +338,10 @@ class HealthView(ApiView):
     # Probes poll often and from one address, so they are not throttled.
     throttle_classes = []
 
+    @extend_schema(
+        summary="Check the service",
+        responses={200: schema.HEALTH_OK, 503: schema.UNAVAILABLE},
+    )
     def get(self, request: Request) -> Response:
         checks = health.checks_run()
         failed = [name for name, check in checks.items() if not check["ok"]]
