@@ -51,7 +51,7 @@ def job_list_filter(
     if status is not None:
         jobs = jobs.filter(status=status)
     if model_version is not None:
-        if model_version.isdigit():
+        if model_version.isascii() and model_version.isdigit():
             jobs = jobs.filter(model_version_id=int(model_version))
         else:
             jobs = jobs.filter(model_version__name=model_version)
@@ -76,7 +76,7 @@ def model_version_list() -> QuerySet[ModelVersion]:
 
 def model_version_get_by_id_or_name(*, id_or_name: str) -> ModelVersion | None:
     """Return the version with this id when the value is all digits, else by name."""
-    if id_or_name.isdigit():
+    if id_or_name.isascii() and id_or_name.isdigit():
         return ModelVersion.objects.filter(pk=int(id_or_name)).first()
     return ModelVersion.objects.filter(name=id_or_name).first()
 

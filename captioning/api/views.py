@@ -63,7 +63,14 @@ class CaptionJobListView(ApiView):
         summary="List your jobs",
         parameters=[CaptionJobFilterSerializer],
         responses={
-            200: CaptionJobSerializer(many=True),
+            200: inline_serializer(
+                "CaptionJobPage",
+                fields={
+                    "next": serializers.URLField(allow_null=True, help_text="The next page, or null on the last."),
+                    "previous": serializers.URLField(allow_null=True, help_text="The previous page, or null on the first."),
+                    "results": CaptionJobSerializer(many=True),
+                },
+            ),
             400: schema.INVALID,
             401: schema.UNAUTHENTICATED,
             429: schema.THROTTLED,

@@ -405,3 +405,10 @@ def test_server_error_under_api_is_json(rf):
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"
     assert b'"internal_error"' in response.content
+
+
+@pytest.mark.django_db
+def test_non_ascii_digit_model_version_is_rejected(api_client, bad_inputs_dir):
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", model_version="¹")
+    assert response.status_code == 400
+    assert list(response.json()["error"]["details"]) == ["model_version"]

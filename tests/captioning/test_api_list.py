@@ -169,3 +169,10 @@ def test_delete_of_another_users_job_is_404(api_client):
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert CaptionJob.objects.filter(pk=job.pk).exists()
+
+
+@pytest.mark.django_db
+def test_non_ascii_digit_model_version_is_a_name(api_client, api_user, starter_model_version):
+    """'¹' passes str.isdigit() but is no id, so it filters by name and matches nothing."""
+    job_add(api_user, status="succeeded", model_version=starter_model_version)
+    assert listed_ids(api_client.get(LIST_URL, {"model_version": "¹"})) == []
