@@ -17,14 +17,6 @@ def job_get(*, job_id: uuid.UUID | str) -> CaptionJob | None:
         return None
 
 
-def job_list_recent(*, user=None) -> QuerySet[CaptionJob]:
-    """Return jobs newest first, only `user`'s when a signed-in user is given."""
-    jobs = CaptionJob.objects.select_related("model_version").order_by("-created_at")
-    if user is not None and user.is_authenticated:
-        jobs = jobs.filter(user=user)
-    return jobs
-
-
 def job_list_visible(*, user) -> QuerySet[CaptionJob]:
     """Return the jobs that `user` may read and delete, newest first.
 

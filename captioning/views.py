@@ -50,8 +50,9 @@ class UploadResult:
 # Helpers
 
 
-def job_or_404(job_id: uuid.UUID) -> CaptionJob:
-    job = selectors.job_get(job_id=job_id)
+def job_or_404(job_id: uuid.UUID, *, user) -> CaptionJob:
+    # Another user's job returns 404 like an unknown id, as in the API.
+    job = selectors.job_get_visible(job_id=job_id, user=user)
     if job is None:
         raise Http404(gettext("No caption job has this id."))
     return job
@@ -168,7 +169,7 @@ def upload(request):
 
 @require_GET
 def job_detail(request, job_id: uuid.UUID):
-    job = job_or_404(job_id)
+    job = job_or_404(job_id, user=request.user)
     context = job_context(job)
     context["nav_section"] = "jobs"
     if job.format in BROWSER_FORMATS:
@@ -181,7 +182,7 @@ def job_detail(request, job_id: uuid.UUID):
 @require_GET
 def job_panel(request, job_id: uuid.UUID):
     """Return the job page's result panel as HTML inside JSON, for static/js/job.js."""
-    job = job_or_404(job_id)
+    job = job_or_404(job_id, user=request.user)
     context = job_context(job)
     html = render_to_string("captioning/_job_panel.html", context, request=request)
     response = JsonResponse(
@@ -201,7 +202,7 @@ def job_panel(request, job_id: uuid.UUID):
 @require_GET
 def job_image(request, job_id: uuid.UUID):
     """Return a job's stored upload with the content type found by the upload checks."""
-    job = job_or_404(job_id)
+    job = job_or_404(job_id, user=request.user)
     if not job.image or job.format not in imaging.ACCEPTED_FORMATS:
         raise Http404(gettext("This job has no stored image."))
     extension, mime_type = imaging.ACCEPTED_FORMATS[job.format]
@@ -219,7 +220,7 @@ def job_image(request, job_id: uuid.UUID):
 @require_GET
 def job_rendition(request, job_id: uuid.UUID, size: str):
     """Return a downscaled JPEG of a job's image: `small` for lists, `large` for pages."""
-    job = job_or_404(job_id)
+    job = job_or_404(job_id, user=request.user)
     if size not in renditions.RENDITION_SIZES or not job.image:
         raise Http404(gettext("No such image."))
     try:
@@ -235,7 +236,7 @@ def job_rendition(request, job_id: uuid.UUID, size: str):
 
 @require_GET
 def job_list(request):
-    jobs = selectors.job_list_recent(user=request.user)
+    jobs = selectors.job_list_visible(user=request.user)
     page_obj = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     now = timezone.now()
     items = [

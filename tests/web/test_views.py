@@ -469,3 +469,34 @@ class LanguageTests:
 
         assert re.search(r'value="en"[^>]*aria-pressed="true"', html)
         assert re.search(r'value="zh-hans"[^>]*aria-pressed="false"', html)
+
+
+class JobPrivacyTests:
+    """A user's jobs stay off other visitors' pages, as in the API."""
+
+    @pytest.fixture
+    def user_job(self, png_upload, api_user) -> CaptionJob:
+        return services.job_create(upload=png_upload("mine.png", (64, 48)), original_filename="mine.png", user=api_user)
+
+    def test_users_job_page_is_404_to_anonymous(self, client, user_job):
+        for name in ("web:job_detail", "web:job_image"):
+            assert client.get(reverse(name, kwargs={"job_id": user_job.pk})).status_code == 404, name
+        rendition = reverse("web:job_rendition", kwargs={"job_id": user_job.pk, "size": "small"})
+        assert client.get(rendition).status_code == 404
+
+    def test_users_job_is_missing_from_anonymous_list(self, client, create_job, user_job):
+        anonymous_job = create_job("theirs.png")
+
+        html = client.get("/jobs/").content.decode()
+
+        assert reverse("web:job_detail", kwargs={"job_id": anonymous_job.pk}) in html
+        assert reverse("web:job_detail", kwargs={"job_id": user_job.pk}) not in html
+
+    def test_owner_sees_their_job_when_signed_in(self, client, api_user, user_job):
+        client.force_login(api_user)
+
+        page = client.get(reverse("web:job_detail", kwargs={"job_id": user_job.pk}))
+        html = client.get("/jobs/").content.decode()
+
+        assert page.status_code == 200
+        assert reverse("web:job_detail", kwargs={"job_id": user_job.pk}) in html
