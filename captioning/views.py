@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -141,6 +142,8 @@ def upload(request):
     was created, 400 when none was.
     """
     results: list[UploadResult] = []
+    if not settings.WEB_ALLOW_ANONYMOUS and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
 
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)

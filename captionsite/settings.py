@@ -281,9 +281,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+# Whether the upload page accepts visitors who are not signed in. When off, they are
+# sent to the sign-in page first.
+WEB_ALLOW_ANONYMOUS = env_bool("WEB_ALLOW_ANONYMOUS", True)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "web:upload"
+
 # Whether the API accepts requests without credentials. Anonymous jobs belong to no
-# user, so they can be read by id only while this is on. The upload page is open to
-# anonymous visitors regardless.
+# user, so they can be read by id only while this is on. WEB_ALLOW_ANONYMOUS
+# decides the same for the upload page.
 API_ALLOW_ANONYMOUS = env_bool("API_ALLOW_ANONYMOUS", False)
 
 # Logging: one line per record on standard error. Loggers log ids, never image bytes.

@@ -500,3 +500,41 @@ class JobPrivacyTests:
 
         assert page.status_code == 200
         assert reverse("web:job_detail", kwargs={"job_id": user_job.pk}) in html
+
+
+class AnonymousUploadSettingTests:
+    def test_upload_page_open_to_anonymous_by_default(self, client):
+        assert client.get("/").status_code == 200
+
+    def test_anonymous_visitor_is_sent_to_sign_in_when_off(self, client, png_upload, settings):
+        settings.WEB_ALLOW_ANONYMOUS = False
+
+        page = client.get("/")
+        posted = client.post("/", {"images": png_upload("photo.png", (64, 48))})
+
+        assert page.status_code == 302
+        assert page["Location"].startswith(reverse("login"))
+        assert posted.status_code == 302
+        assert CaptionJob.objects.count() == 0
+
+    def test_signed_in_user_uploads_when_off(self, client, api_user, png_upload, settings):
+        settings.WEB_ALLOW_ANONYMOUS = False
+        client.force_login(api_user)
+
+        response = client.post("/", {"images": png_upload("photo.png", (64, 48))})
+
+        assert response.status_code == 302
+        assert CaptionJob.objects.get().user == api_user
+
+    def test_sign_in_page_signs_the_user_in(self, client, django_user_model):
+        django_user_model.objects.create_user(username="editor", password="a long test password")
+
+        page = client.get(reverse("login"))
+        response = client.post(
+            reverse("login"), {"username": "editor", "password": "a long test password"}
+        )
+
+        assert page.status_code == 200
+        assert "Sign in" in page.content.decode()
+        assert response.status_code == 302
+        assert response["Location"] == reverse("web:upload")
