@@ -251,11 +251,22 @@ REST_FRAMEWORK = {
         "captioning.api.throttling.UserThrottle",
     ],
 }
+# Django's default cache lives in each process. CACHE_URL (a Redis URL) makes every
+# web process share one cache, and so one count per throttled client.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+        }
+    }
+
 # Requests per client: "anon" per client address, "user" per user. Over the rate the
 # API returns 429 with Retry-After. Permission checks run first, so requests rejected
 # with 401 are not counted. The counts live in Django's default cache.
-# NOTE: that cache is per process unless CACHES names a shared one, so each web
-# process counts on its own.
+# NOTE: without CACHE_URL that cache is per process, so each web process counts on
+# its own.
 API_THROTTLE_RATES = {
     "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
     "user": os.environ.get("API_THROTTLE_USER", "600/min"),
