@@ -108,6 +108,20 @@ class CaptionJobFilterSerializer(serializers.Serializer):
     )
 
 
+class CaptionJobPageSerializer(CaptionJobFilterSerializer):
+    """The filters plus the page controls of the job list."""
+
+    cursor = serializers.CharField(
+        required=False,
+        help_text="Opaque position in the list. Leave it out for the newest jobs, then "
+                  "follow the `next` and `previous` links, which carry it.",
+    )
+    page_size = serializers.IntegerField(
+        required=False, min_value=1, max_value=100,
+        help_text="Jobs per page, 1 to 100; 20 when left out.",
+    )
+
+
 class AlternativeSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="The caption.")
     log_prob = serializers.FloatField(help_text="Sum of the token log-probabilities.")

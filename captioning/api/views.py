@@ -19,7 +19,7 @@ from captioning.api.serializers import (
     MAX_BATCH_FILES,
     CaptionJobCreateSerializer,
     CaptionJobOptionsSerializer,
-    CaptionJobFilterSerializer,
+    CaptionJobPageSerializer,
     CaptionJobSerializer,
     ModelVersionSerializer,
 )
@@ -61,7 +61,7 @@ class CaptionJobListView(ApiView):
 
     @extend_schema(
         summary="List your jobs",
-        parameters=[CaptionJobFilterSerializer],
+        parameters=[CaptionJobPageSerializer],
         responses={
             200: inline_serializer(
                 "CaptionJobPage",
@@ -81,14 +81,23 @@ class CaptionJobListView(ApiView):
         # anonymous caller's uploads.
         if not request.user.is_authenticated:
             raise exceptions.NotAuthenticated("Listing jobs requires an API key.")
-        filters = CaptionJobFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        jobs = selectors.job_list_filter(
-            jobs=selectors.job_list_visible(user=request.user), **filters.validated_data
-        )
+        query = CaptionJobPageSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = dict(query.validated_data)
+        filters.pop("cursor", None)
+        filters.pop("page_size", None)
+        jobs = selectors.job_list_filter(jobs=selectors.job_list_visible(user=request.user), **filters)
 
         paginator = CaptionJobPagination()
-        page = paginator.paginate_queryset(jobs, request, view=self)
+        try:
+            page = paginator.paginate_queryset(jobs, request, view=self)
+        except exceptions.NotFound:
+            # DRF answers a cursor it cannot decode with 404, but the list exists:
+            # the request is what is wrong.
+            raise exceptions.ValidationError({"cursor": [
+                "Invalid cursor. Leave `cursor` out to start from the newest jobs, or "
+                "follow a `next` or `previous` link as it is."
+            ]}) from None
         body = CaptionJobSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(body)
 

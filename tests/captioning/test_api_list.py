@@ -176,3 +176,30 @@ def test_non_ascii_digit_model_version_is_a_name(api_client, api_user, starter_m
     """'¹' passes str.isdigit() but is no id, so it filters by name and matches nothing."""
     job_add(api_user, status="succeeded", model_version=starter_model_version)
     assert listed_ids(api_client.get(LIST_URL, {"model_version": "¹"})) == []
+
+
+@pytest.mark.django_db
+def test_bad_cursor_is_400_naming_cursor(api_client):
+    response = api_client.get(LIST_URL, {"cursor": "garbage"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert "cursor" in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "101"])
+def test_page_size_out_of_range_is_400(api_client, value):
+    response = api_client.get(LIST_URL, {"page_size": value})
+
+    assert response.status_code == 400
+    assert "page_size" in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
+def test_schema_documents_page_controls(client):
+    response = client.get("/api/schema/", {"format": "json"})
+    operation = response.json()["paths"]["/api/v1/captions/"]["get"]
+    names = {parameter["name"] for parameter in operation["parameters"]}
+
+    assert {"cursor", "page_size", "status", "model_version"} <= names
