@@ -29,7 +29,7 @@ STARTER_CHECKPOINT = "checkpoints/starter.safetensors"
 
 
 class ModelUnavailable(Exception):
-    """A model version's checkpoint could not be loaded; the message says why."""
+    """A model version's checkpoint could not be loaded. The message explains why."""
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def stored_files_delete(*, names: list[str]) -> None:
 def job_wait(*, job: CaptionJob, timeout_seconds: float, poll_seconds: float = 0.25) -> CaptionJob:
     """Re-read a job until it is finished or `timeout_seconds` have passed; return it.
 
-    NOTE: this holds a web server thread for the whole wait, which is why the API
+    NOTE: this blocks a web server thread for the whole wait, which is why the API
     caps the wait at 30 seconds.
     """
     deadline = time.monotonic() + timeout_seconds
@@ -170,9 +170,9 @@ def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | Non
     """Caption a queued job and store the result or the failure on it.
 
     Returns the job, or None when it does not exist. A finished job is returned
-    unchanged. A job found running is another worker's, unless the broker delivered
-    it again because the worker that started it died; then it is marked failed, so an
-    image that crashes workers cannot loop forever.
+    unchanged. A job found running belongs to another worker, unless the broker
+    delivered it again because the worker that started it died. Such a job is marked
+    failed, so an image that crashes workers cannot loop forever.
     """
     job = selectors.job_get(job_id=job_id)
     if job is None:
@@ -226,7 +226,7 @@ def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | Non
 
 def job_caption(*, job: CaptionJob) -> CaptionJob:
     """Read, normalise and caption a running job's image, and store the result."""
-    # Model version: the one the job asks for, else the active one.
+    # Model version: the one the job requests, else the active one.
     model_version = job.model_version or selectors.model_version_get_active()
     if model_version is None:
         raise NoActiveModelVersion(

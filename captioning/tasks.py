@@ -11,6 +11,6 @@ logger = logging.getLogger(__name__)
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def caption_job_run(self, job_id: str) -> None:
-    """Caption one job. Every failure is stored on the job, so the task never raises."""
+    """Caption one job. Failures while captioning are stored on the job, not raised."""
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     services.job_run(job_id=job_id, redelivered=redelivered)

@@ -36,9 +36,9 @@ class Vocabulary:
     def build(cls, captions: Iterable[str], *, min_count: int) -> "Vocabulary":
         """Keep the words seen at least `min_count` times, most frequent first."""
         counts = Counter(word for caption in captions for word in tokenize(caption))
-        kept = [w for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS]
-        kept.sort(key=lambda w: (-counts[w], w))
-        return cls([*SPECIAL_TOKENS, *kept])
+        frequent = [w for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS]
+        frequent.sort(key=lambda w: (-counts[w], w))
+        return cls([*SPECIAL_TOKENS, *frequent])
 
     def __len__(self) -> int:
         return len(self.words)

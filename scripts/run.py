@@ -54,8 +54,8 @@ def stop(name: str, process: subprocess.Popen) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s")
-    # SIGHUP arrives when the terminal closes (a dropped SSH session); the children run
-    # in their own sessions and would not get it, so it must stop them like Ctrl-C.
+    # SIGHUP arrives when the terminal closes, for example a dropped SSH session. The
+    # children run in their own sessions and never get it, so it stops them like Ctrl-C.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
 

@@ -42,6 +42,19 @@ class CaptionPermission(permissions.BasePermission):
         return settings.API_ALLOW_ANONYMOUS or bool(request.user and request.user.is_authenticated)
 
 
+def job_create_with_options(*, upload, user, options: dict):
+    """Create a job from an uploaded file and the validated caption options."""
+    return services.job_create(
+        upload=upload,
+        original_filename=upload.name or "",
+        user=user,
+        model_version=options.get("model_version"),
+        beam_size=options.get("beam_size"),
+        max_length=options.get("max_length"),
+        num_captions=options.get("num_captions"),
+    )
+
+
 class CaptionJobPagination(CursorPagination):
     """Newest first, by an opaque cursor, so that no page runs a COUNT(*)."""
 
@@ -92,8 +105,8 @@ class CaptionJobListView(ApiView):
         try:
             page = paginator.paginate_queryset(jobs, request, view=self)
         except exceptions.NotFound:
-            # DRF answers a cursor it cannot decode with 404, but the list exists:
-            # the request is what is wrong.
+            # DRF returns 404 for a cursor it cannot decode. The list exists, so the
+            # request is what is invalid.
             raise exceptions.ValidationError({"cursor": [
                 "Invalid cursor. Leave `cursor` out to start from the newest jobs, or "
                 "follow a `next` or `previous` link as it is."
@@ -130,15 +143,7 @@ class CaptionJobListView(ApiView):
         options = serializer.validated_data
         upload = options["image"]
 
-        job = services.job_create(
-            upload=upload,
-            original_filename=upload.name or "",
-            user=request.user,
-            model_version=options.get("model_version"),
-            beam_size=options.get("beam_size"),
-            max_length=options.get("max_length"),
-            num_captions=options.get("num_captions"),
-        )
+        job = job_create_with_options(upload=upload, user=request.user, options=options)
         if options.get("wait"):
             job = services.job_wait(job=job, timeout_seconds=options["wait"])
 
@@ -216,15 +221,7 @@ class CaptionJobBatchView(ApiView):
         results = []
         for index, upload in enumerate(files):
             try:
-                job = services.job_create(
-                    upload=upload,
-                    original_filename=upload.name or "",
-                    user=request.user,
-                    model_version=options.get("model_version"),
-                    beam_size=options.get("beam_size"),
-                    max_length=options.get("max_length"),
-                    num_captions=options.get("num_captions"),
-                )
+                job = job_create_with_options(upload=upload, user=request.user, options=options)
             except imaging.ImageRejected as error:
                 logger.info("Rejected batch file %d (%r): %s", index, upload.name, error.code)
                 error_body = {"code": error.code, "message": error.message, "details": error.details}

@@ -127,7 +127,8 @@ def test_starter_caption_reads_like_a_sentence(datasets, starter_captioner):
     hypotheses = starter_captioner.caption([image], num_captions=3)[0]
     assert len(hypotheses) == 3
     best = hypotheses[0]
-    assert best.text[0].isupper() and best.text.endswith(".")
+    assert best.text[0].isupper()
+    assert best.text.endswith(".")
     assert 3 <= len(best.text.split()) <= 20
     assert "<" not in best.text
     assert all(0.0 < h.confidence <= 1.0 for h in hypotheses)
