@@ -1,7 +1,8 @@
 """The one adapter between the captioning app and the `ml` package.
 
-Each worker process keeps one loaded Captioner per model version and reuses it for
-every job. Nothing here imports torch or `ml` at import time, and no model is loaded
+Each worker process keeps the captioners of the model versions it used last, up to
+settings.LOADED_MODEL_VERSIONS, and evicts the least recently used. Nothing here
+imports torch or `ml` at import time, and no model is loaded
 before the first job arrives, so a prefork worker's parent process never touches CUDA
 and each forked child initialises its own device.
 """
@@ -9,6 +10,7 @@ and each forked child initialises its own device.
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +56,9 @@ class CaptionResult:
     model_seconds: float  # time inside the model, without loading it
 
 
-# Loaded captioners by ModelVersion primary key, private to this process.
-_captioners: dict[int, "Captioner"] = {}
+# Loaded captioners by ModelVersion primary key, least recently used first; private
+# to this process.
+_captioners: OrderedDict[int, "Captioner"] = OrderedDict()
 _captioners_lock = threading.Lock()
 
 
@@ -65,22 +68,6 @@ def checkpoint_path(checkpoint: str) -> Path:
     if not path.is_absolute():
         path = Path(settings.CHECKPOINT_ROOT) / path
     return path
-
-
-def checkpoint_fields(checkpoint: str) -> dict[str, Any]:
-    """Return the config and scores stored in a checkpoint, for a ModelVersion row.
-
-    Reads only the metadata, without building the model. Raises
-    ml.checkpoint.CheckpointError naming the file when it is missing or invalid.
-    """
-    from ml.checkpoint import read_checkpoint_metadata
-
-    metadata = read_checkpoint_metadata(checkpoint_path(checkpoint))
-    record = metadata.get("record") or {}
-    return {
-        "config": metadata.get("config") or {},
-        "scores": record.get("scores") or {},
-    }
 
 
 def caption_device() -> str:
@@ -93,42 +80,76 @@ def caption_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def captioner_get(*, model_version: "ModelVersion") -> "Captioner":
-    """Return the loaded Captioner for a model version, loading it on first use."""
-    captioner = _captioners.get(model_version.pk)
-    if captioner is not None:
-        return captioner
+def loaded_model_version_ids() -> list[int]:
+    """Ids of the versions loaded in this process, least recently used first."""
+    return list(_captioners)
 
+
+def captioner_get(*, model_version: "ModelVersion") -> "Captioner":
+    """Return the loaded Captioner for a model version, loading it on first use.
+
+    Loading checks that the file still has the sha256 the registry recorded, and
+    evicts the least recently used version once more than LOADED_MODEL_VERSIONS are
+    loaded.
+    """
     with _captioners_lock:
         captioner = _captioners.get(model_version.pk)
         if captioner is not None:
+            _captioners.move_to_end(model_version.pk)
             return captioner
 
-        from ml.captioner import Captioner
-        from ml.checkpoint import CheckpointError
-
-        path = checkpoint_path(model_version.checkpoint)
-        device = caption_device()
-        logger.info(
-            "Loading model version %s (%s) from %s on %s",
-            model_version.pk,
-            model_version.name,
-            path,
-            device,
-        )
-        started = time.perf_counter()
-        try:
-            captioner = Captioner.from_checkpoint(path, device=device)
-        except CheckpointError as error:
-            raise ModelUnavailable(
-                f"Model version {model_version.name!r} could not be loaded: {error}. "
-                "Restore the checkpoint file or activate another model version."
-            ) from error
-        logger.info(
-            "Loaded model version %s in %.1f s", model_version.pk, time.perf_counter() - started
-        )
+        captioner = _captioner_load(model_version)
         _captioners[model_version.pk] = captioner
+        while len(_captioners) > max(settings.LOADED_MODEL_VERSIONS, 1):
+            evicted, _ = _captioners.popitem(last=False)
+            logger.info("Unloaded model version %s, the least recently used", evicted)
+            _device_cache_release()
         return captioner
+
+
+def _captioner_load(model_version: "ModelVersion") -> "Captioner":
+    from ml.captioner import Captioner
+    from ml.checkpoint import CheckpointError
+
+    from captioning.registry import file_sha256
+
+    path = checkpoint_path(model_version.checkpoint)
+    device = caption_device()
+    logger.info(
+        "Loading model version %s (%s) from %s on %s",
+        model_version.pk,
+        model_version.label,
+        path,
+        device,
+    )
+    started = time.perf_counter()
+    try:
+        if model_version.checkpoint_sha256 and path.is_file():
+            sha256 = file_sha256(path)
+            if sha256 != model_version.checkpoint_sha256:
+                raise CheckpointError(
+                    path,
+                    f"the file changed after it was registered (sha256 {sha256[:12]}…, "
+                    f"registered {model_version.checkpoint_sha256[:12]}…)",
+                )
+        captioner = Captioner.from_checkpoint(path, device=device)
+    except CheckpointError as error:
+        raise ModelUnavailable(
+            f"Model version {model_version.label} could not be loaded: {error}. "
+            "Restore the checkpoint file or activate another model version."
+        ) from error
+    logger.info(
+        "Loaded model version %s in %.1f s", model_version.pk, time.perf_counter() - started
+    )
+    return captioner
+
+
+def _device_cache_release() -> None:
+    """Return the memory of an evicted model to the GPU, when one is in use."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def images_caption(

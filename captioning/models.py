@@ -6,24 +6,78 @@ State changes go through captioning.services; reads through captioning.selectors
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 
-class ModelVersion(models.Model):
-    """A trained checkpoint that workers can load, at most one of them active."""
+model_version_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    _("Use letters, digits, dots, hyphens and underscores, starting with a letter or digit."),
+)
+alias_name_validator = RegexValidator(
+    r"^[a-z][a-z0-9-]*$",
+    _("Use lower-case letters, digits and hyphens, starting with a letter."),
+)
 
-    name = models.CharField(max_length=100, unique=True)
+
+class ModelVersion(models.Model):
+    """A registered checkpoint. Versions of one name are numbered 1, 2, 3...
+
+    A version is validated before it may caption anything, and at most one version is
+    active: the one that unpinned jobs use.
+    """
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating", _("Validating")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+        RETIRED = "retired", _("Retired")
+
+    name = models.CharField(max_length=100, validators=[model_version_name_validator])
+    number = models.PositiveIntegerField(default=1)
+    description = models.TextField(blank=True)
+
     # Relative paths are resolved against settings.CHECKPOINT_ROOT.
     checkpoint = models.CharField(max_length=500)
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    checkpoint_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+
+    # Architecture, read from the checkpoint when it is validated.
+    encoder = models.CharField(max_length=50, blank=True)
+    decoder = models.CharField(max_length=50, blank=True)
+    parameter_count = models.PositiveBigIntegerField(null=True, blank=True)
+    vocabulary_size = models.PositiveIntegerField(null=True, blank=True)
     config = models.JSONField(default=dict, blank=True)
+    # The checkpoint's training record: data, epochs, seed, arguments, history.
+    training = models.JSONField(default=dict, blank=True)
+    # Scores per dataset name: {"flickr8k-test": {"bleu4": 0.18, "cider": 0.44, ...}}.
     scores = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.VALIDATING, db_index=True
+    )
+    # Progress while validating, the reason when failed.
+    status_message = models.TextField(blank=True)
+    # The caption of the smoke test photo, written when validation succeeds.
+    smoke_caption = models.TextField(blank=True)
     is_active = models.BooleanField(default=False)
+
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["name", "number"], name="captioning_model_version_name_number"
+            ),
             # Services keep exactly one version active; the database guarantees that
             # no race can leave two.
             models.UniqueConstraint(
@@ -31,10 +85,143 @@ class ModelVersion(models.Model):
                 condition=models.Q(is_active=True),
                 name="captioning_single_active_model_version",
             ),
+            # Only a validated version may serve.
+            models.CheckConstraint(
+                condition=models.Q(is_active=False) | models.Q(status="ready"),
+                name="captioning_active_model_version_ready",
+            ),
         ]
 
     def __str__(self) -> str:
-        return self.name
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """The name and number, as in "flickr:3": how people refer to one version."""
+        return f"{self.name}:{self.number}"
+
+
+class ModelAlias(models.Model):
+    """A movable name such as "candidate" that points at one model version.
+
+    "production" is not stored: it always means the active version.
+    """
+
+    name = models.CharField(max_length=50, unique=True, validators=[alias_name_validator])
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="aliases"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.model_version.label}"
+
+
+class ModelActivation(models.Model):
+    """One change of the active version; rollback reads the newest row."""
+
+    class Reason(models.TextChoices):
+        ACTIVATE = "activate", _("Activated")
+        ROLLBACK = "rollback", _("Rolled back")
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="activations"
+    )
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    activated_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when a rollback undid this activation, so the next rollback goes further back.
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-activated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()}: {self.model_version.label}"
+
+
+class Rollout(models.Model):
+    """The one row of traffic settings: the share of unpinned jobs sent to the canary."""
+
+    SINGLETON_ID = 1
+
+    canary_percent = models.PositiveSmallIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(canary_percent__lte=100), name="captioning_canary_percent_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"canary {self.canary_percent}%"
+
+
+class Evaluation(models.Model):
+    """Scoring one model version on a captioned dataset that the server can read."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    class Format(models.TextChoices):
+        COCO_JSON = "coco-json", _("COCO captions JSON")
+        CAPTIONS_CSV = "captions-csv", _("CSV with image,caption")
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    # The key of the scores in ModelVersion.scores, such as "flickr8k-test".
+    dataset_name = models.CharField(max_length=100)
+    format = models.CharField(max_length=12, choices=Format.choices)
+    # Paths relative to settings.DATASET_ROOT, or absolute paths inside it.
+    annotations = models.CharField(max_length=500)
+    images_dir = models.CharField(max_length=500)
+    limit = models.PositiveIntegerField(null=True, blank=True)
+
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    images_done = models.PositiveIntegerField(default=0)
+    images_total = models.PositiveIntegerField(null=True, blank=True)
+    scores = models.JSONField(default=dict, blank=True)
+    # The first images with their caption and references: [{"image", "caption", "references"}].
+    samples = models.JSONField(default=list, blank=True)
+    error_message = models.TextField(blank=True)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version.label} on {self.dataset_name} ({self.status})"
 
 
 class CaptionJob(models.Model):
@@ -45,6 +232,11 @@ class CaptionJob(models.Model):
         RUNNING = "running", _("Running")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+
+    class Route(models.TextChoices):
+        PINNED = "pinned", _("Pinned by the request")
+        CANARY = "canary", _("Canary share")
+        ACTIVE = "active", _("Active version")
 
     FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED)
 
@@ -92,6 +284,9 @@ class CaptionJob(models.Model):
         related_name="jobs",
     )
 
+    # How the version was chosen: pinned by the request, the canary share, or the active one.
+    route = models.CharField(max_length=10, choices=Route.choices, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -103,6 +298,8 @@ class CaptionJob(models.Model):
         indexes = [
             # The API lists one user's jobs newest first, a page at a time.
             models.Index(fields=["user", "-created_at"], name="captioning_job_user_created"),
+            # Production figures read one version's jobs over a period.
+            models.Index(fields=["model_version", "created_at"], name="captioning_job_version_created"),
         ]
 
     def __str__(self) -> str:

@@ -6,7 +6,10 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from captioning.models import CaptionJob, ModelVersion
+from captioning.models import CaptionJob, ModelAlias, ModelVersion
+
+# The alias that always names the active version; it is never stored.
+PRODUCTION_ALIAS = "production"
 
 
 def job_get(*, job_id: uuid.UUID | str) -> CaptionJob | None:
@@ -39,12 +42,21 @@ def job_list_filter(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> QuerySet[CaptionJob]:
-    """Narrow `jobs` by status, model version (id or name) and creation time."""
+    """Narrow `jobs` by status, model version and creation time.
+
+    The model version is an id, an alias or NAME:NUMBER for one version, or a name for
+    all of that name's versions.
+    """
     if status is not None:
         jobs = jobs.filter(status=status)
     if model_version is not None:
+        name, _, number = model_version.rpartition(":")
         if model_version.isascii() and model_version.isdigit():
             jobs = jobs.filter(model_version_id=int(model_version))
+        elif name and number.isascii() and number.isdigit():
+            jobs = jobs.filter(model_version__name=name, model_version__number=int(number))
+        elif model_version == PRODUCTION_ALIAS or ModelAlias.objects.filter(name=model_version).exists():
+            jobs = jobs.filter(model_version=model_version_resolve(model_version))
         else:
             jobs = jobs.filter(model_version__name=model_version)
     if created_after is not None:
@@ -63,14 +75,32 @@ def job_get_visible(*, job_id: uuid.UUID | str, user) -> CaptionJob | None:
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.order_by("-created_at")
+    return ModelVersion.objects.prefetch_related("aliases").order_by("-created_at")
 
 
-def model_version_get_by_id_or_name(*, id_or_name: str) -> ModelVersion | None:
-    """Return the version with this id when the value is all digits, else by name."""
-    if id_or_name.isascii() and id_or_name.isdigit():
-        return ModelVersion.objects.filter(pk=int(id_or_name)).first()
-    return ModelVersion.objects.filter(name=id_or_name).first()
+def model_version_resolve(reference: str) -> ModelVersion | None:
+    """Return the version a person or a request means by `reference`, or None.
+
+    Accepted: an id ("7"), an alias ("candidate", and "production" for the active
+    version), a name and number ("flickr:3"), or a name alone for its newest ready
+    version ("flickr").
+    """
+    reference = reference.strip()
+    if reference.isascii() and reference.isdigit():
+        return ModelVersion.objects.filter(pk=int(reference)).first()
+    if reference == PRODUCTION_ALIAS:
+        return ModelVersion.objects.filter(is_active=True).first()
+    alias = ModelAlias.objects.select_related("model_version").filter(name=reference).first()
+    if alias is not None:
+        return alias.model_version
+    name, _, number = reference.rpartition(":")
+    if name and number.isascii() and number.isdigit():
+        return ModelVersion.objects.filter(name=name, number=int(number)).first()
+    return (
+        ModelVersion.objects.filter(name=reference, status=ModelVersion.Status.READY)
+        .order_by("-number")
+        .first()
+    )
 
 
 def model_version_get_active() -> ModelVersion | None:

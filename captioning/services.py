@@ -1,5 +1,6 @@
-"""Every change of state in the captioning app: creating, running and failing jobs,
-and activating model versions. Views, the API, tasks and the admin call these.
+"""Every change of state of caption jobs: creating, running, failing and deleting
+them. Views, the API, tasks and the admin call these; model versions change in
+captioning.registry.
 """
 
 import logging
@@ -13,7 +14,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from captioning import imaging, inference, renditions, selectors
+from captioning import imaging, inference, registry, renditions, selectors
 from captioning.models import CaptionJob, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,15 @@ def job_create(
     """Check an upload, store it, create a queued job, and enqueue it after commit.
 
     Raises imaging.ImageRejected before anything is stored when the upload cannot be
-    captioned. `model_version` pins the job to a version; None uses the version that is
+    captioned. `model_version` pins the job to a version. Without one, the canary share
+    may send the job to the candidate version; otherwise it uses the version that is
     active when a worker runs it.
     """
     checked = imaging.upload_check(file=upload)
+    if model_version is not None:
+        route = CaptionJob.Route.PINNED
+    else:
+        model_version, route = registry.job_route()
 
     job_id = uuid.uuid4()
     name = upload_name(job_id=job_id, extension=checked.extension)
@@ -85,6 +91,7 @@ def job_create(
                 max_length=max_length,
                 num_captions=num_captions,
                 model_version=model_version,
+                route=route,
             )
             transaction.on_commit(lambda: job_enqueue(job_id=job.id))
     except Exception:
@@ -92,12 +99,14 @@ def job_create(
         raise
 
     logger.info(
-        "Created caption job %s: %s %dx%d, %d bytes",
+        "Created caption job %s: %s %dx%d, %d bytes, %s model version %s",
         job.id,
         checked.format,
         checked.width,
         checked.height,
         checked.byte_size,
+        route,
+        model_version.pk if model_version is not None else "active",
     )
     return job
 
@@ -232,7 +241,7 @@ def job_caption(*, job: CaptionJob) -> CaptionJob:
         raise NoActiveModelVersion(
             "No model version is active. An administrator has to activate one, with the "
             "Activate action in the admin's model version list or with "
-            "manage.py model_version_register NAME PATH --activate."
+            "manage.py activate_model NAME."
         )
 
     # Image
@@ -277,32 +286,3 @@ def job_caption(*, job: CaptionJob) -> CaptionJob:
         result.model_seconds,
     )
     return job
-
-
-def model_version_create(
-    *, name: str, checkpoint: str, activate: bool = False
-) -> ModelVersion:
-    """Register a checkpoint as a model version, reading its config and scores.
-
-    Raises ml.checkpoint.CheckpointError when the file is missing or not a checkpoint.
-    """
-    fields = inference.checkpoint_fields(checkpoint)
-    with transaction.atomic():
-        version = ModelVersion.objects.create(name=name, checkpoint=checkpoint, **fields)
-        logger.info("Registered model version %s (%s) from %s", version.pk, name, checkpoint)
-        if activate or not ModelVersion.objects.filter(is_active=True).exists():
-            version = model_version_activate(model_version=version)
-    return version
-
-
-def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
-    """Make one model version the active one and every other inactive."""
-    with transaction.atomic():
-        # Deactivate first: the database allows at most one active row at any moment.
-        ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(
-            is_active=False
-        )
-        ModelVersion.objects.filter(pk=model_version.pk).update(is_active=True)
-    model_version.is_active = True
-    logger.info("Activated model version %s (%s)", model_version.pk, model_version.name)
-    return model_version

@@ -201,6 +201,16 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 CAPTION_DEVICE = os.environ.get("CAPTION_DEVICE", "")
 # Relative checkpoint paths in ModelVersion rows are resolved against this folder.
 CHECKPOINT_ROOT = Path(os.environ.get("CHECKPOINT_ROOT") or BASE_DIR)
+# Checkpoints registered with register_model or the admin are copied here. Web and
+# workers must share it, like MEDIA_ROOT.
+MODEL_STORE_ROOT = Path(os.environ.get("MODEL_STORE_ROOT") or VAR_DIR / "models")
+# Model versions each worker process keeps loaded; the least recently used goes first.
+LOADED_MODEL_VERSIONS = env_int("LOADED_MODEL_VERSIONS", 2)
+# The photo every new version must caption before it is accepted; empty for
+# scikit-image's public-domain astronaut portrait.
+MODEL_SMOKE_IMAGE = os.environ.get("MODEL_SMOKE_IMAGE", "")
+# Evaluations read datasets only from inside this folder.
+DATASET_ROOT = Path(os.environ.get("DATASET_ROOT") or BASE_DIR / "datasets")
 # How many captions a job stores: the best one and the runners-up as alternatives.
 CAPTION_ALTERNATIVES = env_int("CAPTION_ALTERNATIVES", 3)
 

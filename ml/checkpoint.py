@@ -69,9 +69,24 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     os.replace(partial, path)
 
 
+# First bytes of what torch.save writes: a zip archive holding a pickle, or a bare
+# pickle (protocol 2 and later start with 0x80). Unpickling runs arbitrary code.
+PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80")
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(path, "no such file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # A safetensors file starts with an 8-byte header length and then its JSON header.
+    looks_like_safetensors = head[8:9] == b"{"
+    if not looks_like_safetensors and head.startswith(PICKLE_SIGNATURES):
+        raise CheckpointError(
+            path, "refused: this is a pickle or torch.save file, and loading one can run "
+                  "any code it contains; export the weights as a safetensors checkpoint "
+                  "with ml.checkpoint.save_checkpoint"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -4,7 +4,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from captioning import selectors
+from captioning import registry, selectors
 from captioning.models import CaptionJob, ModelVersion
 
 MAX_BEAM_SIZE = 10
@@ -28,7 +28,11 @@ class CaptionJobCreateSerializer(serializers.Serializer):
     )
     model_version = serializers.CharField(
         required=False,
-        help_text="Pin the job to this model version, by id or name; omit for the active one.",
+        help_text=(
+            "Pin the job to a ready model version: an id, an alias such as `candidate` "
+            "(`production` is the active version), NAME:NUMBER, or a name for its newest "
+            "ready version. Omit it for the active version or the canary share."
+        ),
     )
     beam_size = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_BEAM_SIZE,
@@ -55,10 +59,15 @@ class CaptionJobCreateSerializer(serializers.Serializer):
     )
 
     def validate_model_version(self, value: str) -> ModelVersion:
-        version = selectors.model_version_get_by_id_or_name(id_or_name=value)
+        version = selectors.model_version_resolve(value)
         if version is None:
             raise serializers.ValidationError(
-                f"No model version has the id or name {value!r}. GET /api/v1/models/ lists them."
+                f"No model version matches {value!r}. GET /api/v1/models/ lists them."
+            )
+        if version.status != ModelVersion.Status.READY:
+            raise serializers.ValidationError(
+                f"Model version {version.label} is {version.status}; only ready versions "
+                "caption images. GET /api/v1/models/ lists them."
             )
         return version
 
@@ -98,7 +107,7 @@ class CaptionJobFilterSerializer(serializers.Serializer):
     )
     model_version = serializers.CharField(
         required=False,
-        help_text="Only jobs of this model version, given by id or by name.",
+        help_text="Only jobs of this model version: an id, an alias, NAME:NUMBER or a name.",
     )
     created_after = serializers.DateTimeField(
         required=False, help_text="Only jobs created at or after this ISO 8601 time.",
@@ -132,6 +141,8 @@ class AlternativeSerializer(serializers.Serializer):
 class ModelVersionRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
+    number = serializers.IntegerField()
+    label = serializers.CharField(help_text="NAME:NUMBER, which pins this version.")
 
 
 class ImageInfoSerializer(serializers.Serializer):
@@ -185,7 +196,8 @@ class CaptionJobSerializer(serializers.ModelSerializer):
     def get_model_version(self, job: CaptionJob) -> dict | None:
         if job.model_version is None:
             return None
-        return {"id": job.model_version.pk, "name": job.model_version.name}
+        version = job.model_version
+        return {"id": version.pk, "name": version.name, "number": version.number, "label": version.label}
 
     @extend_schema_field(ImageInfoSerializer)
     def get_image(self, job: CaptionJob) -> dict:
@@ -219,6 +231,31 @@ class CaptionJobSerializer(serializers.ModelSerializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    label = serializers.CharField(read_only=True, help_text="NAME:NUMBER, which pins this version.")
+    aliases = serializers.SerializerMethodField()
+
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "is_active", "scores", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "number",
+            "label",
+            "description",
+            "status",
+            "is_active",
+            "aliases",
+            "encoder",
+            "decoder",
+            "parameter_count",
+            "vocabulary_size",
+            "scores",
+            "created_at",
+        ]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_aliases(self, version: ModelVersion) -> list[str]:
+        names = [alias.name for alias in version.aliases.all()]
+        if version.is_active:
+            names.insert(0, registry.PRODUCTION_ALIAS)
+        return names

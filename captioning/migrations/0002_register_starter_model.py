@@ -9,22 +9,26 @@ logger = logging.getLogger(__name__)
 
 def register_starter(apps, schema_editor):
     # Imported here so that loading migrations never imports torch or ml.
-    from captioning.inference import STARTER_CHECKPOINT, STARTER_NAME, checkpoint_fields
-    from ml.checkpoint import CheckpointError
+    from captioning.inference import STARTER_CHECKPOINT, STARTER_NAME, checkpoint_path
+    from ml.checkpoint import CheckpointError, read_checkpoint_metadata
 
     ModelVersion = apps.get_model("captioning", "ModelVersion")
     if ModelVersion.objects.filter(name=STARTER_NAME).exists():
         return
     try:
-        fields = checkpoint_fields(STARTER_CHECKPOINT)
+        metadata = read_checkpoint_metadata(checkpoint_path(STARTER_CHECKPOINT))
     except CheckpointError as error:
         # A deployment may ship its own checkpoints instead; it registers them with
-        # `python manage.py model_version_register`.
+        # `python manage.py register_model`.
         logger.warning("Not registering the starter model version: %s", error)
         return
     is_active = not ModelVersion.objects.filter(is_active=True).exists()
     ModelVersion.objects.create(
-        name=STARTER_NAME, checkpoint=STARTER_CHECKPOINT, is_active=is_active, **fields
+        name=STARTER_NAME,
+        checkpoint=STARTER_CHECKPOINT,
+        is_active=is_active,
+        config=metadata["config"],
+        scores=metadata["record"].get("scores") or {},
     )
 
 

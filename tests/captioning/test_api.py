@@ -183,7 +183,9 @@ def test_detail_of_a_finished_job(api_client, bad_inputs_dir, starter_model_vers
     assert body["caption"] == "a dog runs on the grass"
     assert body["alternatives"][0]["confidence"] == 0.6
     assert body["truncated"] is False
-    assert body["model_version"] == {"id": starter_model_version.pk, "name": "starter"}
+    assert body["model_version"] == {
+        "id": starter_model_version.pk, "name": "starter", "number": 1, "label": "starter:1"
+    }
     assert body["timings"]["queue_seconds"] == 0
     assert body["timings"]["model_seconds"] == 0.25
 

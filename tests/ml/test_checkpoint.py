@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,8 +53,23 @@ def test_pickle_file_is_rejected_unopened(tmp_path):
     """A pickle (what torch.save writes) is never unpickled: it is not safetensors."""
     path = tmp_path / "model.pt"
     path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="refused: this is a pickle"):
         load_checkpoint(path)
+
+
+def test_torch_save_file_is_refused_without_running_its_code(tmp_path):
+    """A torch.save file whose pickle would create a file on load is refused untouched."""
+    marker = tmp_path / "code-ran"
+
+    class RunsCodeOnLoad:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(2), "payload": RunsCodeOnLoad()}, path)
+    with pytest.raises(CheckpointError, match="refused: this is a pickle"):
+        read_checkpoint_metadata(path)
+    assert not marker.exists()
 
 
 def test_foreign_safetensors_file_is_rejected(tmp_path):

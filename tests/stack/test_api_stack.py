@@ -100,7 +100,9 @@ def test_rejected_upload_never_reaches_the_worker(stack_server, bad_inputs_dir, 
 
 def test_failed_job_leaves_the_worker_running(stack_server, celery_worker_process, dataset_dir, api_user, api_token):
     """A job whose model cannot load fails with a message; the next job still succeeds."""
-    broken = ModelVersion.objects.create(name="broken", checkpoint="checkpoints/missing.safetensors")
+    broken = ModelVersion.objects.create(
+        name="broken", checkpoint="checkpoints/missing.safetensors", status="ready"
+    )
     photo = dataset_dir / "coco-mini" / "train2017" / "000000030752.jpg"
     with open(photo, "rb") as file:
         job = services.job_create(
@@ -113,7 +115,7 @@ def test_failed_job_leaves_the_worker_running(stack_server, celery_worker_proces
     succeeded = wait_until_finished(created["url"], api_token, celery_worker_process)
 
     assert failed["status"] == "failed"
-    assert "'broken' could not be loaded" in failed["error_message"]
+    assert "broken:1 could not be loaded" in failed["error_message"]
     assert status == 202
     assert succeeded["status"] == "succeeded", succeeded["error_message"]
     assert celery_worker_process.popen.poll() is None
