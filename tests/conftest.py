@@ -79,6 +79,18 @@ def media_root(tmp_path_factory) -> Path:
     override.disable()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_store_root(tmp_path_factory) -> Path:
+    """Point MODEL_STORE_ROOT, where registered checkpoints are copied, at a temporary folder."""
+    from django.test.utils import override_settings
+
+    root = tmp_path_factory.mktemp("models")
+    override = override_settings(MODEL_STORE_ROOT=root)
+    override.enable()
+    yield root
+    override.disable()
+
+
 @pytest.fixture
 def starter_model_version(db):
     from captioning.inference import STARTER_NAME
@@ -181,7 +193,9 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, redis_url, media_root, tmp_path_factory):
+def celery_worker_process(
+    django_db_setup, django_db_blocker, redis_url, media_root, model_store_root, tmp_path_factory
+):
     from django.db import connection
 
     with django_db_blocker.unblock():
@@ -194,6 +208,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_url, media_r
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_url,
             "MEDIA_ROOT": str(media_root),
+            "MODEL_STORE_ROOT": str(model_store_root),
             "CAPTION_DEVICE": os.environ.get("CAPTION_DEVICE", "cpu"),
             "PYTHONUNBUFFERED": "1",
         }
