@@ -199,6 +199,10 @@ class Evaluation(models.Model):
     annotations = models.CharField(max_length=500)
     images_dir = models.CharField(max_length=500)
     limit = models.PositiveIntegerField(null=True, blank=True)
+    # With select_every N, only every N-th image in name order is scored, starting at
+    # select_offset: the split that ml.train --exclude-every N held out. 0 scores all.
+    select_every = models.PositiveSmallIntegerField(default=0)
+    select_offset = models.PositiveSmallIntegerField(default=0)
 
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True

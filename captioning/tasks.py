@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from captioning import registry, services
+from captioning import evaluations, registry, services
 from captioning.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -27,3 +27,10 @@ def model_version_validate(model_version_id: int) -> None:
         logger.info("Model version %s is not waiting for validation; skipping it", model_version_id)
         return
     registry.model_version_validate(model_version=version)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def evaluation_run(self, evaluation_id: int) -> None:
+    """Caption and score an evaluation's dataset; the outcome is stored on it."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    evaluations.evaluation_run(evaluation_id=evaluation_id, redelivered=redelivered)
