@@ -342,6 +342,7 @@ def model_version_rollback(*, user=None) -> ModelVersion:
             .filter(reason=ModelActivation.Reason.ACTIVATE, rolled_back_at__isnull=True)
             .first()
         )
+        # The same query as selectors.model_version_rollback_target, inside the lock.
         if last is None or last.previous is None:
             raise RegistryError("There is no earlier active version to roll back to.")
         target = last.previous

@@ -6,7 +6,7 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from captioning.models import CaptionJob, ModelAlias, ModelVersion
+from captioning.models import CaptionJob, ModelActivation, ModelAlias, ModelVersion
 
 # The alias that always names the active version; it is never stored.
 PRODUCTION_ALIAS = "production"
@@ -105,3 +105,16 @@ def model_version_resolve(reference: str) -> ModelVersion | None:
 
 def model_version_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
+
+
+def model_version_rollback_target() -> ModelVersion | None:
+    """Return the version that a rollback would activate, or None when there is none.
+
+    That is the version replaced by the newest activation not yet rolled back.
+    """
+    last = (
+        ModelActivation.objects.select_related("previous")
+        .filter(reason=ModelActivation.Reason.ACTIVATE, rolled_back_at__isnull=True)
+        .first()
+    )
+    return last.previous if last is not None else None

@@ -204,6 +204,8 @@ CHECKPOINT_ROOT = Path(os.environ.get("CHECKPOINT_ROOT") or BASE_DIR)
 # Checkpoints registered with register_model or the admin are copied here. Web and
 # workers must share it, like MEDIA_ROOT.
 MODEL_STORE_ROOT = Path(os.environ.get("MODEL_STORE_ROOT") or VAR_DIR / "models")
+# The largest checkpoint the admin's upload form accepts.
+MAX_CHECKPOINT_BYTES = env_int("MAX_CHECKPOINT_BYTES", 2 * 1024**3)
 # Model versions each worker process keeps loaded; the least recently used goes first.
 LOADED_MODEL_VERSIONS = env_int("LOADED_MODEL_VERSIONS", 2)
 # The photo every new version must caption before it is accepted; empty for
