@@ -34,7 +34,7 @@ DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class EvaluationError(Exception):
-    """An evaluation that cannot be created or run; the message says why and what to do."""
+    """An evaluation that cannot be created or run. The message gives the reason and the fix."""
 
 
 # Datasets
@@ -162,6 +162,7 @@ def evaluation_enqueue_later(*, evaluation: Evaluation) -> None:
 
 
 def evaluation_fail(*, evaluation: Evaluation, message: str) -> Evaluation:
+    """Mark an evaluation failed with a message a person can act on."""
     evaluation.status = Evaluation.Status.FAILED
     evaluation.error_message = message
     evaluation.finished_at = timezone.now()
@@ -208,9 +209,7 @@ def evaluation_run(
 
     try:
         return _evaluation_score(evaluation, progress)
-    except EvaluationError as error:
-        return evaluation_fail(evaluation=evaluation, message=str(error))
-    except inference.ModelUnavailable as error:
+    except (EvaluationError, inference.ModelUnavailable) as error:
         return evaluation_fail(evaluation=evaluation, message=str(error))
     except Exception as error:
         logger.exception("Evaluation %s raised an unexpected error", evaluation.pk)
