@@ -81,3 +81,20 @@ class EvaluateModelCommandTests:
                 stdout=StringIO(),
             )
         assert Evaluation.objects.get().status == "failed"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ([], "coco-mini"),
+        (["--limit", "1"], "coco-mini-first1"),
+        (["--select-every", "10", "--select-offset", "5", "--limit", "1"], "coco-mini-every10-5-first1"),
+    ],
+)
+def test_default_dataset_name_names_the_selection(dataset_root, starter_model_version, options, expected):
+    # With --queue the evaluation is only created, because the test transaction never
+    # commits and so never sends it to a worker.
+    call_command("evaluate_model", "starter", *COCO_ARGS, *options, "--queue", stdout=StringIO())
+
+    assert Evaluation.objects.get().dataset_name == expected

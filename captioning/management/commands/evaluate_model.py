@@ -1,6 +1,7 @@
 """Score a model version on a captioned dataset, here or on a worker."""
 
 import json
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -21,7 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("version", help="Model version: id, alias, NAME:NUMBER or NAME.")
         parser.add_argument(
             "dataset_name",
-            help="Name the scores are stored under on the version, such as flickr8k-test.",
+            nargs="?",
+            help="Name the scores are stored under on the version, such as flickr8k-test. "
+            "Default: the annotation file's folder name, followed by -everyN-OFFSET with "
+            "--select-every and by -firstN with --limit, such as flickr8k-900-every10-0.",
         )
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument(
@@ -60,7 +64,7 @@ class Command(BaseCommand):
             "running it in this process.",
         )
 
-    def handle(self, *args, version: str, dataset_name: str, queue: bool, **options):
+    def handle(self, *args, version: str, dataset_name: str | None, queue: bool, **options):
         model_version = selectors.model_version_resolve(version)
         if model_version is None:
             raise CommandError(f"No model version matches {version!r}.")
@@ -68,6 +72,13 @@ class Command(BaseCommand):
             dataset_format, annotations = Evaluation.Format.COCO_JSON, options["coco_json"]
         else:
             dataset_format, annotations = Evaluation.Format.CAPTIONS_CSV, options["captions_csv"]
+        if dataset_name is None:
+            dataset_name = default_dataset_name(
+                annotations,
+                select_every=options["select_every"],
+                select_offset=options["select_offset"],
+                limit=options["limit"],
+            )
         try:
             evaluation = evaluations.evaluation_create(
                 model_version=model_version,
@@ -108,3 +119,16 @@ class Command(BaseCommand):
 
     def _progress_write(self, done: int, total: int) -> None:
         self.stdout.write(f"  captioned {done}/{total} images")
+
+
+def default_dataset_name(annotations: str, *, select_every: int, select_offset: int, limit: int | None) -> str:
+    """Name the scores after the dataset's folder and the selection, so that a split or a
+    shortened run never overwrites the scores of the whole dataset.
+    """
+    path = Path(annotations)
+    name = path.parent.name or path.stem
+    if select_every:
+        name += f"-every{select_every}-{select_offset}"
+    if limit:
+        name += f"-first{limit}"
+    return name
