@@ -80,6 +80,17 @@ def media_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _dataset_root():
+    """Let evaluations read the shared datasets, here and in the worker process."""
+    from django.test.utils import override_settings
+
+    override = override_settings(DATASET_ROOT=SHARED_DIR / "datasets")
+    override.enable()
+    yield
+    override.disable()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def model_store_root(tmp_path_factory) -> Path:
     """Point MODEL_STORE_ROOT, where registered checkpoints are copied, at a temporary folder."""
     from django.test.utils import override_settings
@@ -209,6 +220,8 @@ def celery_worker_process(
             "REDIS_URL": redis_url,
             "MEDIA_ROOT": str(media_root),
             "MODEL_STORE_ROOT": str(model_store_root),
+            # Evaluations on the worker read the shared datasets.
+            "DATASET_ROOT": str(SHARED_DIR / "datasets"),
             "CAPTION_DEVICE": os.environ.get("CAPTION_DEVICE", "cpu"),
             "PYTHONUNBUFFERED": "1",
         }
