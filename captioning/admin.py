@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from captioning import evaluations, registry, selectors
+from captioning import admin_views, evaluations, registry, selectors
 from captioning.admin_forms import AliasForm, CanaryForm, EvaluationForm, ModelVersionUploadForm
 from captioning.models import CaptionJob, Evaluation, ModelActivation, ModelVersion
 
@@ -38,7 +38,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ["status", "is_active", "name"]
     search_fields = ["name", "description"]
     list_select_related = ["registered_by"]
-    actions = ["activate_selected", "retire_selected"]
+    actions = ["activate_selected", "retire_selected", "compare"]
     change_form_template = "admin/captioning/modelversion/change_form.html"
     change_list_template = "admin/captioning/modelversion/change_list.html"
     fieldsets = [
@@ -252,6 +252,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         urls = [
+            path("compare/", self.admin_site.admin_view(self.compare_view),
+                 name="captioning_modelversion_compare"),
             path("rollback/", self.admin_site.admin_view(self.rollback_view),
                  name="captioning_modelversion_rollback"),
             path("rollout/", self.admin_site.admin_view(self.rollout_view),
@@ -469,6 +471,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(request, _("%(label)s is retired.") % {"label": version.label})
+
+    @admin.action(description=gettext_lazy("Compare selected versions"), permissions=["view"])
+    def compare(self, request, queryset):
+        return admin_views.model_version_compare_redirect(request=request, queryset=queryset)
+
+    def compare_view(self, request):
+        return admin_views.model_version_compare(request, model_admin=self)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {

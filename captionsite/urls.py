@@ -7,6 +7,8 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from captioning import admin_views
+
 
 def serve_media(request, path):
     # MEDIA_ROOT is read per request so that tests can point it elsewhere.
@@ -14,6 +16,12 @@ def serve_media(request, path):
 
 
 urlpatterns = [
+    # Before admin.site.urls, whose Evaluation admin would otherwise claim the path.
+    path(
+        "admin/captioning/evaluation/<int:evaluation_id>/sample/<path:name>",
+        admin.site.admin_view(admin_views.evaluation_sample),
+        name="captioning_evaluation_sample",
+    ),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("api/v1/", include("captioning.api.urls")),
