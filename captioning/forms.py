@@ -1,8 +1,14 @@
 """Forms of the HTML pages. The image checks themselves live in captioning.imaging."""
 
 from django import forms
+from django.utils.functional import lazy
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
+
+from captioning import services
+from captioning.api.serializers import MAX_BEAM_SIZE, MAX_NUM_CAPTIONS
+from captioning.models import CaptionJob
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -46,12 +52,47 @@ class MultipleFileField(forms.FileField):
         return files
 
 
-class UploadForm(forms.Form):
-    """The upload page: one or more photos in the multipart field `images`."""
+class CaptionOptionsForm(forms.Form):
+    """The generation options under the upload page's "Advanced" fold; blank means default."""
 
-    # Each file is checked and stored on its own, so a request with many files keeps
-    # the server busy for a while; 20 matches a typical album upload.
-    max_files = 20
+    beam_size = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_BEAM_SIZE,
+        label=_("Beam size"),
+        help_text=lazy(
+            lambda: gettext(
+                "Candidate captions the model keeps while writing, 1 to %(max)d. "
+                "Leave blank for the model's default."
+            )
+            % {"max": MAX_BEAM_SIZE},
+            str,
+        )(),
+    )
+    num_captions = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_NUM_CAPTIONS,
+        label=_("Number of captions"),
+        help_text=lazy(
+            lambda: gettext("Captions to keep per photo, best first, 1 to %(max)d. Leave blank for the default.")
+            % {"max": MAX_NUM_CAPTIONS},
+            str,
+        )(),
+    )
+
+    def job_options(self) -> dict:
+        """Return the valid options as keyword arguments of services.job_create."""
+        return {
+            "beam_size": self.cleaned_data.get("beam_size"),
+            "num_captions": self.cleaned_data.get("num_captions"),
+        }
+
+
+class UploadForm(CaptionOptionsForm):
+    """The upload page: one or more photos in the multipart field `images`, and options."""
+
+    max_files = services.BATCH_MAX_JOBS
 
     images = MultipleFileField(
         max_files=max_files,
@@ -61,3 +102,43 @@ class UploadForm(forms.Form):
             attrs={"class": "file-input", "aria-describedby": "upload-limits"}
         ),
     )
+
+    field_order = ["images", "beam_size", "num_captions"]
+
+
+class CorrectionForm(forms.Form):
+    """A person's wording of a caption; blank returns to the model's caption."""
+
+    caption = forms.CharField(
+        required=False,
+        max_length=services.CORRECTION_MAX_CHARS,
+        strip=True,
+        label=_("Corrected caption"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+
+class JobFilterForm(forms.Form):
+    """Search and filters of the history page; every field is optional."""
+
+    q = forms.CharField(required=False, max_length=200, label=_("Search captions"))
+    status = forms.ChoiceField(required=False, label=_("Job status"))
+    model = forms.ChoiceField(required=False, label=_("Model version"))
+    created_from = forms.DateField(
+        required=False, label=_("From"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_to = forms.DateField(
+        required=False, label=_("To"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def __init__(self, *args, model_labels: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", _("Any status"))] + list(CaptionJob.Status.choices)
+        self.fields["model"].choices = [("", _("Any model version"))] + [(label, label) for label in model_labels]
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("created_from"), cleaned.get("created_to")
+        if start and end and start > end:
+            self.add_error("created_to", _("The end date is before the start date. Swap them."))
+        return cleaned

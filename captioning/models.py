@@ -228,6 +228,27 @@ class Evaluation(models.Model):
         return f"{self.model_version.label} on {self.dataset_name} ({self.status})"
 
 
+class CaptionBatch(models.Model):
+    """The photos of one upload from the web page, shown and exported together."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="caption_batches",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "caption batches"
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
 class CaptionJob(models.Model):
     """One uploaded image and what became of it."""
 
@@ -291,6 +312,15 @@ class CaptionJob(models.Model):
     # How the version was chosen: pinned by the request, the canary share, or the active one.
     route = models.CharField(max_length=10, choices=Route.choices, blank=True)
 
+    # The web upload the job came with; None for API uploads and older jobs.
+    batch = models.ForeignKey(
+        CaptionBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # A person's correction of `caption`, which stays as the model wrote it. Blank
+    # means uncorrected; pages and exports show the correction when there is one.
+    corrected_caption = models.TextField(blank=True)
+    corrected_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -312,6 +342,11 @@ class CaptionJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
+
+    @property
+    def display_caption(self) -> str:
+        """The caption people see and export: the correction, else the model's caption."""
+        return self.corrected_caption or self.caption
 
     @property
     def queue_seconds(self) -> float | None:

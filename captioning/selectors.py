@@ -4,9 +4,9 @@ import uuid
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from captioning.models import CaptionJob, ModelActivation, ModelAlias, ModelVersion
+from captioning.models import CaptionBatch, CaptionJob, ModelActivation, ModelAlias, ModelVersion
 
 # The alias that always names the active version; it is never stored.
 PRODUCTION_ALIAS = "production"
@@ -32,6 +32,46 @@ def job_list_visible(*, user) -> QuerySet[CaptionJob]:
     if user.is_authenticated:
         return jobs.filter(user=user)
     return jobs.filter(user__isnull=True)
+
+
+def job_list_search(*, jobs: QuerySet[CaptionJob], text: str) -> QuerySet[CaptionJob]:
+    """Narrow `jobs` to those whose caption or correction contains `text`, ignoring case."""
+    text = text.strip()
+    if not text:
+        return jobs
+    return jobs.filter(Q(caption__icontains=text) | Q(corrected_caption__icontains=text))
+
+
+def batch_get_visible(*, batch_id: uuid.UUID | str, user) -> CaptionBatch | None:
+    """Return a batch that `user` may see, or None, by the rule of job_list_visible."""
+    batches = CaptionBatch.objects.all()
+    if not user.is_staff:
+        batches = batches.filter(user=user) if user.is_authenticated else batches.filter(user__isnull=True)
+    try:
+        return batches.get(id=batch_id)
+    except (CaptionBatch.DoesNotExist, ValidationError, ValueError):
+        return None
+
+
+def batch_jobs(*, batch: CaptionBatch) -> QuerySet[CaptionJob]:
+    """Return a batch's jobs in upload order."""
+    return batch.jobs.select_related("model_version").order_by("created_at", "id")
+
+
+def batch_progress(*, batch: CaptionBatch) -> dict[str, int]:
+    """Count a batch's jobs: `total`, `done` (finished either way), `succeeded`, `failed`."""
+    counts = batch.jobs.aggregate(
+        total=Count("id"),
+        succeeded=Count("id", filter=Q(status=CaptionJob.Status.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=CaptionJob.Status.FAILED)),
+    )
+    counts["done"] = counts["succeeded"] + counts["failed"]
+    return counts
+
+
+def model_version_list_used() -> QuerySet[ModelVersion]:
+    """Return the versions that captioned or were asked for by at least one job."""
+    return ModelVersion.objects.filter(jobs__isnull=False).distinct().order_by("name", "number")
 
 
 def job_list_filter(

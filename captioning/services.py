@@ -13,9 +13,10 @@ from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from captioning import imaging, inference, registry, renditions, selectors
-from captioning.models import CaptionJob, ModelVersion
+from captioning.models import CaptionBatch, CaptionJob, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,25 @@ class NoActiveModelVersion(Exception):
 
 class JobRunning(Exception):
     """A worker is captioning the job, so it cannot be deleted until it finishes."""
+
+
+class BatchFull(Exception):
+    """The batch already has BATCH_MAX_JOBS jobs, so it takes no more photos."""
+
+
+class CorrectionRejected(Exception):
+    """A caption correction cannot be stored; `message` says why, for a person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Jobs one web upload may create, the same limit as a batch request to the API.
+BATCH_MAX_JOBS = 50
+
+# The longest correction kept, in characters; captions are one sentence.
+CORRECTION_MAX_CHARS = 500
 
 
 def upload_name(*, job_id: uuid.UUID, extension: str) -> str:
@@ -57,11 +77,13 @@ def job_create(
     beam_size: int | None = None,
     max_length: int | None = None,
     num_captions: int | None = None,
+    batch: CaptionBatch | None = None,
 ) -> CaptionJob:
     """Check an upload, store it, create a queued job, and enqueue it after commit.
 
     Raises imaging.ImageRejected before anything is stored when the upload cannot be
-    captioned. `model_version` pins the job to a version. Without one, the canary share
+    captioned. `batch` groups the job with the other photos of one web upload.
+    `model_version` pins the job to a version. Without one, the canary share
     may send the job to the candidate version; otherwise it uses the version that is
     active when a worker runs it.
     """
@@ -92,6 +114,7 @@ def job_create(
                 num_captions=num_captions,
                 model_version=model_version,
                 route=route,
+                batch=batch,
             )
             transaction.on_commit(lambda: job_enqueue(job_id=job.id))
     except Exception:
@@ -128,6 +151,50 @@ def job_delete(*, job: CaptionJob) -> None:
         ]
         transaction.on_commit(lambda: stored_files_delete(names=names))
     logger.info("Deleted caption job %s", job.pk)
+
+
+def batch_create(*, user=None) -> CaptionBatch:
+    """Create an empty batch owned by `user`, or by nobody for an anonymous visitor."""
+    batch = CaptionBatch.objects.create(user=user if user is not None and user.is_authenticated else None)
+    logger.info("Created caption batch %s", batch.pk)
+    return batch
+
+
+def batch_job_create(*, batch: CaptionBatch, upload: IO[bytes], original_filename: str = "", **options) -> CaptionJob:
+    """Create a job in `batch` with job_create's options, for the batch's owner.
+
+    Raises BatchFull once the batch has BATCH_MAX_JOBS jobs, and imaging.ImageRejected
+    like job_create. Two uploads racing for the last place may both get it, so a
+    batch can end one or two jobs over the limit.
+    """
+    if batch.jobs.count() >= BATCH_MAX_JOBS:
+        raise BatchFull(f"Caption batch {batch.pk} already has {BATCH_MAX_JOBS} photos.")
+    return job_create(
+        upload=upload, original_filename=original_filename, user=batch.user, batch=batch, **options
+    )
+
+
+def job_correct(*, job: CaptionJob, text: str) -> CaptionJob:
+    """Store a person's correction of a captioned job, keeping the model's caption.
+
+    Blank `text` removes the correction. Raises CorrectionRejected when the job has
+    no caption yet or the text is longer than CORRECTION_MAX_CHARS.
+    """
+    text = " ".join(text.split())
+    if job.status != CaptionJob.Status.SUCCEEDED:
+        raise CorrectionRejected(gettext("Only a captioned photo can be corrected. Wait until its caption arrives."))
+    if len(text) > CORRECTION_MAX_CHARS:
+        raise CorrectionRejected(
+            gettext("The correction has %(count)d characters, and at most %(max)d are kept. Shorten it.")
+            % {"count": len(text), "max": CORRECTION_MAX_CHARS}
+        )
+    if text == job.caption:
+        text = ""
+    job.corrected_caption = text
+    job.corrected_at = timezone.now() if text else None
+    job.save(update_fields=["corrected_caption", "corrected_at"])
+    logger.info("Caption job %s correction %s", job.pk, "stored" if text else "removed")
+    return job
 
 
 def stored_files_delete(*, names: list[str]) -> None:

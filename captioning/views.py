@@ -1,4 +1,4 @@
-"""HTML pages: the upload form, one job, and the recent jobs.
+"""HTML pages: the upload form, one job, the history of jobs, corrections and deletion.
 
 The views parse the request, call captioning.services and captioning.selectors, and
 render. Stored uploads are served only by `job_image` and `job_rendition`, which look
@@ -9,7 +9,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from datetime import datetime, time, timedelta
+
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
@@ -17,12 +20,13 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from captioning import imaging, renditions, selectors, services
-from captioning.forms import UploadForm
-from captioning.models import CaptionJob
+from captioning.forms import JobFilterForm, UploadForm
+from captioning.models import CaptionBatch, CaptionJob
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class UploadResult:
 
     filename: str
     job: CaptionJob | None = None
+    batch: CaptionBatch | None = None
     error: str = ""
 
 
@@ -60,9 +65,9 @@ def job_or_404(job_id: uuid.UUID, *, user) -> CaptionJob:
 
 
 def image_alt(job: CaptionJob) -> str:
-    """Return alt text for a job's image: the caption once there is one."""
-    if job.caption:
-        return job.caption
+    """Return alt text for a job's image: the caption, corrected or not, once there is one."""
+    if job.display_caption:
+        return job.display_caption
     return gettext("Uploaded photo %(filename)s, not captioned yet") % {
         "filename": job.original_filename or job.pk
     }
@@ -75,6 +80,7 @@ def upload_limits() -> dict:
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1_000_000:g}",
         "min_side": settings.MIN_IMAGE_SIDE,
         "formats": [FORMAT_DISPLAY_NAMES.get(name, name) for name in imaging.ACCEPTED_FORMATS],
+        "max_files": UploadForm.max_files,
     }
 
 
@@ -93,6 +99,15 @@ def upload_script_strings() -> dict:
         "selected": gettext("Photos chosen: %(count)s"),
         "submit": gettext("Upload and caption"),
         "uploading": gettext("Uploading…"),
+        "maxFiles": UploadForm.max_files,
+        "tooMany": gettext("You chose %(count)s files, and at most %(max)s can be uploaded at once. Remove some."),
+        "progress": gettext("Uploading: %(percent)s%%"),
+        "queued": gettext("Uploaded, waiting for its caption"),
+        "failed": gettext("Upload failed. Check the connection and try again."),
+        "progressLabel": gettext("Upload progress of %(name)s"),
+        "done": gettext("Uploaded %(created)s of %(total)s files."),
+        "openBatch": gettext("Open the batch"),
+        "openJob": gettext("Open job page"),
     }
 
 
@@ -108,6 +123,7 @@ def job_context(job: CaptionJob) -> dict:
         )
     return {
         "job": job,
+        "next_url": reverse("web:job_detail", kwargs={"job_id": job.pk}),
         "finished": job.is_finished,
         "status_label": job.get_status_display(),
         "image_alt": image_alt(job),
@@ -120,14 +136,31 @@ def job_context(job: CaptionJob) -> dict:
     }
 
 
-def upload_one(*, file, user) -> UploadResult:
+def upload_one(*, file, user, batch: CaptionBatch | None, options: dict) -> UploadResult:
     """Create a job for one uploaded file, or record why it was rejected."""
     try:
-        job = services.job_create(upload=file, original_filename=file.name, user=user)
+        if batch is None:
+            job = services.job_create(upload=file, original_filename=file.name, user=user, **options)
+        else:
+            job = services.batch_job_create(batch=batch, upload=file, original_filename=file.name, **options)
     except imaging.ImageRejected as error:
         logger.info("Rejected upload %r: %s", file.name, error.code)
         return UploadResult(filename=file.name, error=error.message)
-    return UploadResult(filename=file.name, job=job)
+    return UploadResult(filename=file.name, job=job, batch=batch)
+
+
+def redirect_target(request, fallback: str) -> str:
+    """Return the form's `next` URL when it points into this site, else `fallback`."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
+
+
+def wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
 
 
 # Views
@@ -137,11 +170,14 @@ def upload_one(*, file, user) -> UploadResult:
 def upload(request):
     """Show the upload form, and create one job per uploaded photo.
 
-    One accepted photo redirects to its job page. Several photos, or any rejected
-    file, render the form again with a result per file: 200 when at least one job
-    was created, 400 when none was.
+    This is the path without JavaScript; static/js/upload.js posts each file to
+    batch_upload instead. One accepted photo redirects to its job page. Several files
+    form one batch, and redirect to its page when every file was accepted. Otherwise
+    the form renders again with a result per file: 200 when at least one job was
+    created, 400 when none was.
     """
     results: list[UploadResult] = []
+    batch = None
     if not settings.WEB_ALLOW_ANONYMOUS and not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
 
@@ -149,9 +185,18 @@ def upload(request):
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
             files = form.cleaned_data["images"]
-            results = [upload_one(file=file, user=request.user) for file in files]
-            if len(results) == 1 and results[0].job is not None:
-                return redirect("web:job_detail", job_id=results[0].job.pk)
+            if len(files) > 1:
+                batch = services.batch_create(user=request.user)
+            options = form.job_options()
+            results = [upload_one(file=file, user=request.user, batch=batch, options=options) for file in files]
+            accepted = [result for result in results if result.job is not None]
+            if len(results) == 1 and accepted:
+                return redirect("web:job_detail", job_id=accepted[0].job.pk)
+            if batch is not None and len(accepted) == len(results):
+                return redirect("web:batch_detail", batch_id=batch.pk)
+            if batch is not None and not accepted:
+                batch.delete()
+                batch = None
             form = UploadForm()
     else:
         form = UploadForm()
@@ -166,6 +211,7 @@ def upload(request):
         "results": results,
         "created_count": created_count,
         "rejected_count": len(results) - created_count,
+        "batch": batch,
     }
     return render(request, "captioning/upload.html", context, status=status)
 
@@ -237,9 +283,39 @@ def job_rendition(request, job_id: uuid.UUID, size: str):
     return image_headers(response)
 
 
+def history_filter(request, jobs):
+    """Apply the history page's search and filters to `jobs`.
+
+    Returns the bound form and the narrowed jobs. Invalid fields are reported on the
+    form and left out of the filtering, so the page still lists jobs.
+    """
+    model_labels = [version.label for version in selectors.model_version_list_used()]
+    form = JobFilterForm(request.GET or None, model_labels=model_labels)
+    if form.is_bound:
+        form.is_valid()
+    values = getattr(form, "cleaned_data", {})
+    jobs = selectors.job_list_search(jobs=jobs, text=values.get("q") or "")
+    created_from, created_to = values.get("created_from"), values.get("created_to")
+    zone = timezone.get_current_timezone()
+    return form, selectors.job_list_filter(
+        jobs=jobs,
+        status=values.get("status") or None,
+        model_version=values.get("model") or None,
+        # Dates are whole days in the site's time zone, both ends included.
+        created_after=datetime.combine(created_from, time.min, tzinfo=zone) if created_from else None,
+        created_before=(
+            datetime.combine(created_to + timedelta(days=1), time.min, tzinfo=zone) if created_to else None
+        ),
+    )
+
+
 @require_GET
 def job_list(request):
-    jobs = selectors.job_list_visible(user=request.user)
+    """List the visible jobs, newest first, searched and filtered by the query string.
+
+    Returns 400 with the form's messages when a filter is invalid.
+    """
+    form, jobs = history_filter(request, selectors.job_list_visible(user=request.user))
     page_obj = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     now = timezone.now()
     items = [
@@ -252,8 +328,49 @@ def job_list(request):
         }
         for job in page_obj.object_list
     ]
-    context = {"nav_section": "jobs", "page_obj": page_obj, "jobs": items}
-    return render(request, "captioning/job_list.html", context)
+    filtered = form.is_bound and any(form.data.get(name) for name in form.fields)
+    context = {
+        "nav_section": "jobs",
+        "page_obj": page_obj,
+        "jobs": items,
+        "filter_form": form,
+        "filtered": filtered,
+    }
+    status = 400 if form.is_bound and form.errors else 200
+    return render(request, "captioning/job_list.html", context, status=status)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def job_delete(request, job_id: uuid.UUID):
+    """Ask for confirmation on GET, and delete the job and its image on POST.
+
+    A running job cannot be deleted: the page explains why, with status 409.
+    """
+    job = job_or_404(job_id, user=request.user)
+    status = 200
+    error = ""
+    if request.method == "POST":
+        try:
+            services.job_delete(job=job)
+        except services.JobRunning:
+            error = gettext("A worker is captioning this photo right now. Delete it once its caption has arrived.")
+            status = 409
+        else:
+            messages.success(
+                request,
+                gettext("Deleted the job of %(filename)s.") % {"filename": job.original_filename or job.pk},
+            )
+            return redirect("web:job_list")
+    elif job.status == CaptionJob.Status.RUNNING:
+        error = gettext("A worker is captioning this photo right now. Delete it once its caption has arrived.")
+    context = {
+        "nav_section": "jobs",
+        "job": job,
+        "image_alt": image_alt(job),
+        "status_label": job.get_status_display(),
+        "error": error,
+    }
+    return render(request, "captioning/job_delete.html", context, status=status)
 
 
 # Headers shared by the image views

@@ -1,9 +1,9 @@
-// Drag and drop, previews and a size check for the upload form.
+// Drag and drop, previews, a size check and per-file uploads for the upload form.
 //
-// The form posts as plain multipart without this script. The script only keeps the
-// file input's FileList in step with what the person chose or dropped, so the server
-// receives the same request either way and remains the only place that accepts or
-// rejects a file.
+// The form posts as plain multipart without this script. With it, the script creates
+// a batch and sends each file in its own request, so every file shows its own
+// progress and its own result, and a rejected file never holds up the others. The
+// server remains the only place that accepts or rejects a file.
 (function () {
   "use strict";
 
@@ -23,11 +23,22 @@
   var canAssignFiles = typeof DataTransfer === "function";
   var selected = [];
   var previewUrls = [];
+  // Per-file progress needs XMLHttpRequest's upload events and FormData.
+  var canUploadEach = canAssignFiles && typeof FormData === "function" && "upload" in new XMLHttpRequest();
+  // Requests in flight at once: enough to keep the connection busy without
+  // queueing many large bodies behind each other.
+  var parallelUploads = 3;
+  var outcome = form.querySelector("[data-upload-outcome]");
+  var rows = [];
+  var uploading = false;
 
   function interpolate(template, values) {
-    return template.replace(/%\((\w+)\)s/g, function (match, name) {
-      return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : match;
-    });
+    // The templates are Python format strings, so "%%" stands for a percent sign.
+    return template
+      .replace(/%\((\w+)\)s/g, function (match, name) {
+        return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : match;
+      })
+      .replace(/%%/g, "%");
   }
 
   function formatBytes(bytes) {
@@ -122,6 +133,18 @@
       body.appendChild(remove);
     }
 
+    var progress = document.createElement("progress");
+    progress.max = 100;
+    progress.value = 0;
+    progress.hidden = true;
+    progress.setAttribute("aria-label", interpolate(strings.progressLabel, { name: file.name }));
+    body.appendChild(progress);
+
+    var state = document.createElement("span");
+    state.className = "preview-state";
+    body.appendChild(state);
+
+    rows[index] = { item: item, progress: progress, state: state, body: body };
     item.appendChild(body);
     return item;
   }
@@ -132,6 +155,8 @@
     });
     previewUrls = [];
     previews.replaceChildren();
+    rows = [];
+    outcome.replaceChildren();
     selected.forEach(function (file, index) {
       previews.appendChild(renderPreview(file, index));
     });
@@ -197,9 +222,189 @@
     });
   }
 
-  form.addEventListener("submit", function () {
+  function csrfToken() {
+    return form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  }
+
+  function optionFields() {
+    var options = {};
+    form.querySelectorAll(".advanced input").forEach(function (field) {
+      if (field.value !== "") {
+        options[field.name] = field.value;
+      }
+    });
+    return options;
+  }
+
+  function setRowState(row, kind, text) {
+    row.item.classList.remove("is-uploading", "is-done", "is-error");
+    row.item.classList.add(kind);
+    row.state.textContent = text;
+  }
+
+  function createBatch() {
+    return fetch(form.dataset.batchCreateUrl, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      credentials: "same-origin",
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) {
+          throw new Error(data.error ? data.error.message : strings.failed);
+        }
+        return data;
+      });
+    });
+  }
+
+  // Resolves with {job} or {error} and never rejects, so one file cannot stop the rest.
+  function uploadFile(batch, file, row, options) {
+    return new Promise(function (resolve) {
+      var data = new FormData();
+      data.append("image", file, file.name);
+      Object.keys(options).forEach(function (name) {
+        data.append(name, options[name]);
+      });
+      var request = new XMLHttpRequest();
+      request.open("POST", batch.upload_url);
+      request.setRequestHeader("X-CSRFToken", csrfToken());
+      request.setRequestHeader("Accept", "application/json");
+      row.progress.hidden = false;
+      setRowState(row, "is-uploading", interpolate(strings.progress, { percent: "0" }));
+      request.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) {
+          var percent = Math.round((100 * event.loaded) / event.total);
+          row.progress.value = percent;
+          setRowState(row, "is-uploading", interpolate(strings.progress, { percent: String(percent) }));
+        }
+      });
+      request.addEventListener("load", function () {
+        var body = null;
+        try {
+          body = JSON.parse(request.responseText);
+        } catch (error) {
+          body = null;
+        }
+        if (request.status === 201 && body && body.job) {
+          row.progress.value = 100;
+          setRowState(row, "is-done", strings.queued);
+          var link = document.createElement("a");
+          link.href = body.job.url;
+          link.textContent = strings.openJob;
+          row.body.appendChild(link);
+          resolve({ job: body.job });
+        } else {
+          var message = body && body.error ? body.error.message : strings.failed;
+          row.progress.hidden = true;
+          setRowState(row, "is-error", message);
+          resolve({ error: message });
+        }
+      });
+      ["error", "abort", "timeout"].forEach(function (type) {
+        request.addEventListener(type, function () {
+          row.progress.hidden = true;
+          setRowState(row, "is-error", strings.failed);
+          resolve({ error: strings.failed });
+        });
+      });
+      request.send(data);
+    });
+  }
+
+  function uploadAll(batch, files) {
+    var options = optionFields();
+    var results = new Array(files.length);
+    var next = 0;
+    function worker() {
+      if (next >= files.length) {
+        return Promise.resolve();
+      }
+      var index = next;
+      next += 1;
+      return uploadFile(batch, files[index], rows[index], options).then(function (result) {
+        results[index] = result;
+        return worker();
+      });
+    }
+    var workers = [];
+    for (var count = 0; count < Math.min(parallelUploads, files.length); count += 1) {
+      workers.push(worker());
+    }
+    return Promise.all(workers).then(function () {
+      return results;
+    });
+  }
+
+  function showOutcome(batch, results) {
+    var created = results.filter(function (result) {
+      return result.job;
+    });
+    if (created.length === results.length) {
+      // Everything was accepted: go where the captions will appear.
+      window.location.assign(results.length === 1 ? created[0].job.url : batch.url);
+      return;
+    }
+    var text = document.createElement("p");
+    text.textContent = interpolate(strings.done, {
+      created: String(created.length),
+      total: String(results.length),
+    });
+    outcome.replaceChildren(text);
+    if (created.length) {
+      var link = document.createElement("a");
+      link.className = "button button-primary";
+      link.href = batch.url;
+      link.textContent = strings.openBatch;
+      outcome.appendChild(link);
+    }
+  }
+
+  function finishUpload() {
+    uploading = false;
+    submit.disabled = false;
+    submit.textContent = strings.submit;
+    // The results stay on screen; the next pick starts a new selection.
+    selected = [];
+    syncInput();
+  }
+
+  form.addEventListener("submit", function (event) {
+    if (!canUploadEach || !selected.length) {
+      submit.disabled = true;
+      submit.textContent = strings.uploading;
+      return;
+    }
+    event.preventDefault();
+    if (uploading) {
+      return;
+    }
+    if (selected.length > strings.maxFiles) {
+      summary.textContent = interpolate(strings.tooMany, {
+        count: String(selected.length),
+        max: String(strings.maxFiles),
+      });
+      return;
+    }
+    uploading = true;
     submit.disabled = true;
     submit.textContent = strings.uploading;
+    form.querySelectorAll(".preview .button-link").forEach(function (button) {
+      button.hidden = true;
+    });
+    var files = selected.slice();
+    createBatch()
+      .then(function (batch) {
+        return uploadAll(batch, files).then(function (results) {
+          showOutcome(batch, results);
+        });
+      })
+      .catch(function (error) {
+        var text = document.createElement("p");
+        text.className = "field-errors";
+        text.textContent = error.message || strings.failed;
+        outcome.replaceChildren(text);
+      })
+      .then(finishUpload);
   });
 
   // A page restored from the back/forward cache keeps the disabled button.

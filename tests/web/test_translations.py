@@ -287,7 +287,7 @@ class ChinesePageTests:
         html = chinese_client.get("/jobs/").content.decode()
 
         assert "最近的任务" in html
-        assert english_phrases(html, ALLOWED_EVERYWHERE + [finished_job.caption]) == []
+        assert english_phrases(html, ALLOWED_EVERYWHERE + [finished_job.caption, finished_job.original_filename]) == []
 
     def test_rejected_upload_is_all_chinese(self, chinese_client, private_media_root):
         tiny = io.BytesIO()
@@ -316,3 +316,82 @@ class ChinesePageTests:
         html = client.get("/").content.decode()
 
         assert "Caption your photos" in english_phrases(html, ALLOWED_EVERYWHERE)
+
+
+@pytest.fixture
+def chinese_batch(finished_job):
+    batch = services.batch_create()
+    finished_job.batch = batch
+    finished_job.save(update_fields=["batch"])
+    failed = services.batch_job_create(
+        batch=batch, upload=SimpleUploadedFile("broken.png", finished_job.image.open("rb").read()), original_filename="broken.png"
+    )
+    failed.status = CaptionJob.Status.FAILED
+    failed.save(update_fields=["status"])
+    return batch
+
+
+@pytest.mark.django_db
+class ChineseBatchPageTests:
+    def test_batch_page_is_all_chinese(self, chinese_client, chinese_batch, finished_job):
+        html = chinese_client.get(f"/batches/{chinese_batch.pk}/").content.decode()
+
+        allowed = ALLOWED_EVERYWHERE + [finished_job.caption, "garden.png", "broken.png", "CSV", "JSON"]
+        assert "已完成 2 / 2 张照片，1 张失败" in html
+        assert english_phrases(html, allowed) == []
+
+    def test_batch_status_json_is_chinese(self, chinese_client, chinese_batch, finished_job):
+        body = chinese_client.get(f"/batches/{chinese_batch.pk}/status/").json()
+
+        allowed = ALLOWED_EVERYWHERE + [finished_job.caption, "garden.png", "broken.png"]
+        assert body["summary"] == "已完成 2 / 2 张照片，1 张失败"
+        assert body["jobs"][0]["announcement"].startswith("garden.png 的描述已生成")
+        for job in body["jobs"]:
+            assert english_phrases(job["html"], allowed) == []
+
+    def test_rejected_batch_upload_is_chinese(self, chinese_client, chinese_batch):
+        tiny = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(tiny, format="PNG")
+
+        response = chinese_client.post(
+            f"/batches/{chinese_batch.pk}/images/", {"image": SimpleUploadedFile("tiny.png", tiny.getvalue())}
+        )
+
+        assert response.status_code == 400
+        assert "最小为 32x32" in response.json()["error"]["message"]
+
+    def test_delete_page_is_all_chinese(self, chinese_client, finished_job):
+        html = chinese_client.get(f"/jobs/{finished_job.pk}/delete/").content.decode()
+
+        assert "删除这个任务？" in html
+        assert english_phrases(html, ALLOWED_EVERYWHERE + [finished_job.caption, "garden.png"]) == []
+
+    def test_filtered_history_is_all_chinese(self, chinese_client, finished_job):
+        response = chinese_client.get("/jobs/", {"created_from": "2026-02-10", "created_to": "2026-02-01"})
+
+        html = response.content.decode()
+        assert response.status_code == 400
+        assert "结束日期早于起始日期" in html
+        assert english_phrases(html, ALLOWED_EVERYWHERE + [finished_job.caption, "garden.png"]) == []
+
+
+def script_string_keys(script: str) -> set[str]:
+    return set(re.findall(r"\bstrings\.(\w+)", (ROOT / "static" / "js" / script).read_text(encoding="utf-8")))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("script", "page", "element_id"),
+    [("upload.js", "/", "upload-strings"), ("batch.js", "batch", "batch-strings")],
+)
+def test_script_reads_only_strings_the_server_sends(chinese_client, chinese_batch, script, page, element_id):
+    """A script shows no text of its own: every message comes translated from the page."""
+    url = f"/batches/{chinese_batch.pk}/" if page == "batch" else page
+    html = chinese_client.get(url).content.decode()
+    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', html, re.S)
+
+    assert match, f"{url} has no #{element_id}"
+    sent = json.loads(match.group(1))
+    assert script_string_keys(script) - set(sent) == set()
+    untranslated = [value for value in sent.values() if isinstance(value, str) and english_phrases(f"<p>{value}</p>", [])]
+    assert untranslated == []

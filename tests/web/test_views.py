@@ -12,7 +12,7 @@ from django.utils import timezone
 from PIL import Image
 
 from captioning import services
-from captioning.models import CaptionJob
+from captioning.models import CaptionBatch, CaptionJob
 
 pytestmark = pytest.mark.django_db
 
@@ -93,15 +93,16 @@ class UploadPageTests:
         assert job.original_filename == "cat.png"
         assert len(stored_uploads(private_media_root)) == 1
 
-    def test_several_photos_list_their_jobs(self, client, png_upload):
+    def test_several_photos_redirect_to_their_batch(self, client, png_upload):
         files = [png_upload("one.png"), png_upload("two.png"), png_upload("three.png")]
 
         response = client.post(UPLOAD_URL, {"images": files})
 
-        assert response.status_code == 200
-        assert CaptionJob.objects.count() == 3
-        html = response.content.decode()
-        assert "3 photos were queued for captioning." in html
+        batch = CaptionBatch.objects.get()
+        assert response.status_code == 302
+        assert response["Location"] == reverse("web:batch_detail", kwargs={"batch_id": batch.pk})
+        assert CaptionJob.objects.filter(batch=batch).count() == 3
+        html = client.get(response["Location"]).content.decode()
         for job in CaptionJob.objects.all():
             assert reverse("web:job_detail", kwargs={"job_id": job.pk}) in html
             assert job.original_filename in html
@@ -116,6 +117,8 @@ class UploadPageTests:
         assert CaptionJob.objects.get().original_filename == "good.png"
         html = response.content.decode()
         assert "1 file was rejected. The other photos were queued for captioning." in html
+        batch = CaptionBatch.objects.get()
+        assert reverse("web:batch_detail", kwargs={"batch_id": batch.pk}) in html
         assert "tiny.png" in html
         assert "minimum is 32x32" in html
 
@@ -134,12 +137,12 @@ class UploadPageTests:
         assert "Choose at least one photo to upload." in response.content.decode()
 
     def test_too_many_files_return_400(self, client, png_upload):
-        files = [png_upload(f"photo-{index}.png") for index in range(21)]
+        files = [png_upload(f"photo-{index}.png") for index in range(51)]
 
         response = client.post(UPLOAD_URL, {"images": files})
 
         assert response.status_code == 400
-        assert "at most 20 can be uploaded at once" in response.content.decode()
+        assert "at most 50 can be uploaded at once" in response.content.decode()
         assert CaptionJob.objects.count() == 0
 
     def test_post_without_csrf_token_is_forbidden(self, png_upload):
