@@ -189,6 +189,10 @@ def evaluation_run(
         logger.info("Evaluation %s is already %s; skipping it", evaluation_id, evaluation.status)
         return evaluation
     if evaluation.status == Evaluation.Status.RUNNING:
+        # NOTE: Redis also redelivers a task that runs longer than the broker's
+        # visibility_timeout (an hour), so an evaluation that long is marked failed here
+        # while its first worker still runs it; that worker's result then overwrites the
+        # failure when it finishes.
         if redelivered:
             return evaluation_fail(
                 evaluation=evaluation,
