@@ -1,6 +1,8 @@
 """The captions of a batch as CSV and JSON files, for importing alt text elsewhere.
 
-Both formats carry the same fields per photo, in upload order. The CSV is written for
+Both formats carry the same fields per photo, in the order the jobs were created,
+which is the batch page's order. Files upload in parallel, so it can differ from the
+order in which they were chosen. The CSV is written for
 spreadsheets: UTF-8 with a byte order mark, so Excel reads Chinese file names, and no
 cell that a spreadsheet would run as a formula.
 """

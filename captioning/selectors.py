@@ -54,7 +54,7 @@ def batch_get_visible(*, batch_id: uuid.UUID | str, user) -> CaptionBatch | None
 
 
 def batch_jobs(*, batch: CaptionBatch) -> QuerySet[CaptionJob]:
-    """Return a batch's jobs in upload order."""
+    """Return a batch's jobs in the order they were created."""
     return batch.jobs.select_related("model_version").order_by("created_at", "id")
 
 

@@ -63,11 +63,19 @@ def screenshot(page, name: str) -> None:
 
 
 def submit_upload(page) -> "playwright_sync.Response":
-    """Submit the upload form and return the response to the POST itself."""
-    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+    """Submit the upload form and return the response to the first file's own POST.
+
+    The page's script creates a batch, then posts each file on its own; a single
+    accepted file then opens its job page.
+    """
+    with page.expect_response(
+        lambda response: response.request.method == "POST" and "/images/" in response.url
+    ) as posted:
         page.get_by_role("button", name=re.compile("Upload and caption|上传并生成描述")).click()
-    page.wait_for_load_state()
-    return posted.value
+    response = posted.value
+    if response.status == 201:
+        page.wait_for_url(JOB_URL)
+    return response
 
 
 def loaded_width(image) -> int:
@@ -102,7 +110,7 @@ class UploadInBrowserTests:
 
         response = submit_upload(page)
 
-        assert response.status == 302
+        assert response.status == 201
         assert JOB_URL.search(page.url), page.url
         screenshot(page, "job-waiting")
         # A reload would clear this marker, so finding it later proves the caption
@@ -155,13 +163,12 @@ class UploadInBrowserTests:
         assert page.locator("#id_images").evaluate("input => input.files.length") == 2
         playwright_sync.expect(page.locator("[data-selection-summary]")).to_have_text("Photos chosen: 2")
 
-        response = submit_upload(page)
+        submit_upload(page)
 
-        assert response.status == 200
-        results = page.locator("[data-upload-results]")
-        playwright_sync.expect(results).to_contain_text("1 file was rejected.")
-        playwright_sync.expect(results.locator(".result-ok")).to_contain_text(photo_path.name)
-        playwright_sync.expect(results.locator(".result-error")).to_contain_text("minimum is 32x32")
+        playwright_sync.expect(page.locator("[data-upload-outcome]")).to_contain_text("Uploaded 1 of 2 files.")
+        playwright_sync.expect(page.locator(".preview.is-done")).to_contain_text(photo_path.name)
+        playwright_sync.expect(page.locator(".preview.is-error")).to_contain_text("minimum is 32x32")
+        playwright_sync.expect(page.get_by_role("link", name="Open the batch")).to_be_visible()
         screenshot(page, "upload-results")
 
     def test_removing_a_preview_drops_the_file(self, page, photo_path, bad_inputs_dir):
@@ -184,7 +191,7 @@ BROWSER_BAD_INPUTS = [
     ("one-pixel.png", 400, "minimum is 32x32"),
     ("empty.png", 400, "The file is empty"),
     ("gif-header-html.gif", 400, "not a JPEG, PNG, WebP, GIF, BMP or TIFF image"),
-    ("png-named.txt", 302, None),
+    ("png-named.txt", 201, None),
 ]
 
 
@@ -201,7 +208,7 @@ class BadInputInBrowserTests:
             assert JOB_URL.search(page.url), page.url
             playwright_sync.expect(page.locator(".job-figure figcaption")).to_have_text(name)
         else:
-            error = page.locator(".result-error")
+            error = page.locator(".preview.is-error")
             playwright_sync.expect(error).to_contain_text(name)
             playwright_sync.expect(error).to_contain_text(message)
             if name == "truncated.jpg":
@@ -250,7 +257,7 @@ class LanguageInBrowserTests:
         response = submit_upload(page)
 
         assert response.status == 400
-        playwright_sync.expect(page.locator(".result-error")).to_contain_text("最小为 32x32")
+        playwright_sync.expect(page.locator(".preview.is-error")).to_contain_text("最小为 32x32")
         screenshot(page, "upload-rejected-zh-hans")
 
 
