@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from captioning import admin_views, evaluations, registry, selectors
+from captioning import admin_views, dashboard, evaluations, registry, selectors
 from captioning.admin_forms import AliasForm, CanaryForm, EvaluationForm, ModelVersionUploadForm
 from captioning.models import CaptionJob, Evaluation, ModelActivation, ModelVersion
 
@@ -496,6 +496,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             or version.evaluations.filter(status__in=["queued", "running"]).exists()
         )
         extra_context = {**(extra_context or {}), "refresh_seconds": 3 if busy else None}
+        if version is not None:
+            extra_context.update(
+                dashboard.figures_context(model_version=version, period=request.GET.get("period"))
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
 

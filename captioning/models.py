@@ -73,6 +73,8 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = _("model version")
+        verbose_name_plural = _("model versions")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
@@ -117,8 +119,9 @@ class ModelAlias(models.Model):
     )
 
     class Meta:
+        verbose_name = _("model alias")
+        verbose_name_plural = _("model aliases")
         ordering = ["name"]
-        verbose_name_plural = "model aliases"
 
     def __str__(self) -> str:
         return f"{self.name} → {self.model_version.label}"
@@ -146,6 +149,8 @@ class ModelActivation(models.Model):
     rolled_back_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("activation")
+        verbose_name_plural = _("activations")
         ordering = ["-activated_at", "-id"]
 
     def __str__(self) -> str:
@@ -166,6 +171,8 @@ class Rollout(models.Model):
     )
 
     class Meta:
+        verbose_name = _("rollout")
+        verbose_name_plural = _("rollouts")
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(canary_percent__lte=100), name="captioning_canary_percent_range"
@@ -222,6 +229,8 @@ class Evaluation(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("evaluation")
+        verbose_name_plural = _("evaluations")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -242,8 +251,9 @@ class CaptionBatch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = _("caption batch")
+        verbose_name_plural = _("caption batches")
         ordering = ["-created_at"]
-        verbose_name_plural = "caption batches"
 
     def __str__(self) -> str:
         return str(self.id)
@@ -321,6 +331,15 @@ class CaptionJob(models.Model):
     corrected_caption = models.TextField(blank=True)
     corrected_at = models.DateTimeField(null=True, blank=True)
 
+    # Times a worker started the job; a lost worker or a transient error costs one.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # The Celery task id and retry number of the run that holds the job while it is
+    # running. A result is stored only by the run that still holds it, so a duplicate
+    # delivery or a run that the sweep gave up on never writes twice.
+    run_token = models.CharField(max_length=80, blank=True)
+    # When the job was last sent to the broker; the sweep sends long-queued jobs again.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -328,6 +347,8 @@ class CaptionJob(models.Model):
     model_seconds = models.FloatField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("caption job")
+        verbose_name_plural = _("caption jobs")
         ordering = ["-created_at"]
         indexes = [
             # The API lists one user's jobs newest first, a page at a time.

@@ -34,7 +34,7 @@ class BatchFull(Exception):
 
 
 class CorrectionRejected(Exception):
-    """A caption correction cannot be stored; `message` says why, for a person."""
+    """A caption correction that cannot be stored. `message` is the reason, for a person."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -44,7 +44,7 @@ class CorrectionRejected(Exception):
 # Jobs one web upload may create, the same limit as a batch request to the API.
 BATCH_MAX_JOBS = 50
 
-# The longest correction kept, in characters; captions are one sentence.
+# Maximum length of a correction in characters. Captions are one sentence.
 CORRECTION_MAX_CHARS = 500
 
 

@@ -229,8 +229,42 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redis delivers an unacknowledged message again after this many seconds.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+# Reliability. The database is the record of every job: these limits bound how long a
+# job may run and how often it is tried, and the sweep (captioning.tasks.jobs_sweep,
+# run by Celery beat) finishes or re-sends every job that a lost worker or a lost
+# message left behind.
+
+# Seconds one caption task may run: the soft limit fails the job with a message, the
+# hard limit kills the pool process.
+CAPTION_SOFT_TIME_LIMIT = env_int("CAPTION_SOFT_TIME_LIMIT", 240)
+CAPTION_TIME_LIMIT = env_int("CAPTION_TIME_LIMIT", 300)
+# Seconds one evaluation or validation task may run.
+EVALUATION_TIME_LIMIT = env_int("EVALUATION_TIME_LIMIT", 2 * 3600)
+# Times a job is started before it is failed: a worker that dies in the middle of a job,
+# or a transient database or storage error, costs one attempt.
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
+# First wait before retrying after a transient error; it doubles on each retry.
+JOB_RETRY_BACKOFF_SECONDS = env_int("JOB_RETRY_BACKOFF_SECONDS", 2)
+# A job queued this long without a worker starting it is sent to the broker again, in
+# case its message was lost (a Redis restart without persistence, a failed publish).
+JOB_RESEND_AFTER_SECONDS = env_int("JOB_RESEND_AFTER_SECONDS", 600)
+# Seconds between two sweeps.
+JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", 60)
+# Redis delivers an unacknowledged message again after this many seconds. It has to
+# exceed every task's time limit, or a task that is still running is delivered twice;
+# the job's guarded start then ignores the second copy (system check W001 warns).
+BROKER_VISIBILITY_TIMEOUT = env_int("BROKER_VISIBILITY_TIMEOUT", 3 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT}
+# A pool process is replaced after this many tasks (0: never), which caps slow leaks in
+# native libraries. The model is loaded again in the new process.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("WORKER_MAX_TASKS_PER_CHILD", 0) or None
+CELERY_BEAT_SCHEDULE = {
+    "sweep-caption-jobs": {
+        "task": "captioning.tasks.jobs_sweep",
+        "schedule": JOB_SWEEP_INTERVAL_SECONDS,
+    },
+}
 # Publishing retries three times with 1.5 s of waits in all, so a request does not hang
 # for long on a broker that is down. The job then stays queued and the error is logged.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {

@@ -113,18 +113,6 @@ class TestJobRun:
         assert job.caption == "kept"
         assert job.started_at is None
 
-    def test_redelivered_running_job_fails(self, photo, starter_model_version):
-        """A job whose worker died mid-run is failed instead of run again."""
-        job = create_job(photo)
-        CaptionJob.objects.filter(id=job.id).update(status="running")
-
-        services.job_run(job_id=job.id, redelivered=True)
-
-        job.refresh_from_db()
-        assert job.status == "failed"
-        assert "stopped before it finished" in job.error_message
-        assert job.finished_at is not None
-
     def test_running_job_is_left_to_its_worker(self, photo, starter_model_version):
         job = create_job(photo)
         CaptionJob.objects.filter(id=job.id).update(status="running")
