@@ -6,12 +6,16 @@ captioning.registry.
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import IO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import File
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -23,6 +27,16 @@ logger = logging.getLogger(__name__)
 
 class NoActiveModelVersion(Exception):
     """No model version is active, so a job has nothing to caption it with."""
+
+
+class TransientError(Exception):
+    """The database or the storage failed in a way that may pass; retry the job later."""
+
+
+# Errors worth a retry: the database or a network file system briefly unavailable.
+# Storage OSErrors other than a missing file count too; Pillow's own OSErrors on a
+# damaged image become ImageRejected before they get here.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
 class JobRunning(Exception):
@@ -63,9 +77,13 @@ def job_enqueue(*, job_id: uuid.UUID) -> None:
     try:
         caption_job_run.delay(str(job_id))
     except Exception:
-        logger.exception("Could not enqueue caption job %s; it stays queued", job_id)
-    else:
-        logger.info("Enqueued caption job %s", job_id)
+        logger.exception("Could not enqueue caption job %s; it stays queued for the sweep", job_id)
+        return
+    try:
+        CaptionJob.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
+    except (OperationalError, InterfaceError):
+        logger.warning("Enqueued caption job %s but could not record when", job_id)
+    logger.info("Enqueued caption job %s", job_id)
 
 
 def job_create(
@@ -219,36 +237,87 @@ def job_wait(*, job: CaptionJob, timeout_seconds: float, poll_seconds: float = 0
     return job
 
 
-def job_fail(*, job: CaptionJob, message: str) -> CaptionJob:
-    """Mark a job failed with a message a person can act on."""
-    job.status = CaptionJob.Status.FAILED
-    job.error_message = message
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error_message", "finished_at"])
-    logger.warning("Caption job %s failed: %s", job.id, message)
-    return job
+def job_fail(*, job: CaptionJob, message: str, run_token: str | None = None) -> CaptionJob:
+    """Mark an unfinished job failed with a message a person can act on.
 
-
-def job_start(*, job_id: uuid.UUID) -> CaptionJob | None:
-    """Move a job from queued to running and return it, or None when another worker did.
-
-    The filtered UPDATE makes the move atomic, so one job never runs twice at once.
+    With `run_token`, only the run that holds the job may fail it. A job that is
+    already finished keeps its outcome.
     """
-    moved = CaptionJob.objects.filter(id=job_id, status=CaptionJob.Status.QUEUED).update(
-        status=CaptionJob.Status.RUNNING, started_at=timezone.now()
+    unfinished = CaptionJob.objects.filter(pk=job.pk).exclude(status__in=CaptionJob.FINISHED_STATUSES)
+    if run_token is not None:
+        unfinished = unfinished.filter(run_token=run_token)
+    now = timezone.now()
+    failed = unfinished.update(
+        status=CaptionJob.Status.FAILED, error_message=message, finished_at=now, run_token=""
+    )
+    if failed:
+        job.status, job.error_message, job.finished_at = CaptionJob.Status.FAILED, message, now
+        logger.warning("Caption job %s failed: %s", job.pk, message)
+        return job
+    logger.info("Caption job %s was not failed: another run holds it or it is finished", job.pk)
+    return selectors.job_get(job_id=job.pk) or job
+
+
+def job_start(*, job_id: uuid.UUID, run_token: str, takeover_token: str | None = None) -> CaptionJob | None:
+    """Move a job to running under `run_token` and count the attempt.
+
+    Returns the job, or None when another run holds it. The filtered UPDATE makes the
+    move atomic, so one job never runs twice at once. A queued job can be started, and
+    so can a running one that `takeover_token` still holds: the try before this one of
+    the same task, which died or hit a transient error.
+    """
+    startable = Q(status=CaptionJob.Status.QUEUED)
+    if takeover_token:
+        startable |= Q(status=CaptionJob.Status.RUNNING, run_token=takeover_token)
+    moved = (
+        CaptionJob.objects.filter(id=job_id)
+        .filter(startable)
+        .update(
+            status=CaptionJob.Status.RUNNING,
+            run_token=run_token,
+            attempts=F("attempts") + 1,
+            started_at=timezone.now(),
+        )
     )
     if moved == 0:
         return None
     return CaptionJob.objects.select_related("model_version").get(id=job_id)
 
 
-def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | None:
-    """Caption a queued job and store the result or the failure on it.
+def job_release(*, job: CaptionJob, run_token: str) -> None:
+    """Put a job that `run_token` holds back in the queue, keeping its attempt count.
 
-    Returns the job, or None when it does not exist. A finished job is returned
-    unchanged. A job found running belongs to another worker, unless the broker
-    delivered it again because the worker that started it died. Such a job is marked
-    failed, so an image that crashes workers cannot loop forever.
+    Used after a transient error. It may fail itself while the database is down; the
+    sweep then finds the job running past its time limit.
+    """
+    try:
+        CaptionJob.objects.filter(
+            pk=job.pk, status=CaptionJob.Status.RUNNING, run_token=run_token
+        ).update(status=CaptionJob.Status.QUEUED, run_token="")
+    except (OperationalError, InterfaceError):
+        logger.warning("Could not put caption job %s back in the queue; the sweep will", job.pk)
+
+
+def attempts_spent_message(attempts: int) -> str:
+    return (
+        f"Captioning was tried {attempts} times and no try finished: the worker stopped or "
+        "the database or storage was unavailable each time. Upload the image again; if this "
+        "keeps happening, the image may be crashing the model."
+    )
+
+
+def job_run(
+    *, job_id: uuid.UUID, run_token: str = "", takeover_token: str | None = None
+) -> CaptionJob | None:
+    """Caption a job once and store the result or the failure on it.
+
+    `run_token` names this delivery of the task; `takeover_token` names the previous
+    try of the same task when this delivery is its retry. Returns the job, or None when
+    it does not exist. A finished job, and a job that another run holds, are returned
+    unchanged: a second delivery of a message is a no-op.
+
+    Raises TransientError when the database or the storage failed in a way that may
+    pass; the job is back in the queue and the task retries it with a backoff.
     """
     job = selectors.job_get(job_id=job_id)
     if job is None:
@@ -257,36 +326,43 @@ def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | Non
     if job.is_finished:
         logger.info("Caption job %s is already %s; skipping it", job_id, job.status)
         return job
-    if job.status == CaptionJob.Status.RUNNING:
-        if redelivered:
-            return job_fail(
-                job=job,
-                message=(
-                    "The worker captioning this image stopped before it finished. "
-                    "Upload the image again; if this keeps happening, the image may "
-                    "be crashing the model."
-                ),
-            )
-        logger.info("Caption job %s is running in another worker; skipping it", job_id)
-        return job
+    if job.attempts >= settings.JOB_MAX_ATTEMPTS and (
+        job.status == CaptionJob.Status.QUEUED or job.run_token == takeover_token
+    ):
+        return job_fail(job=job, message=attempts_spent_message(job.attempts))
 
-    job = job_start(job_id=job_id)
-    if job is None:
-        logger.info("Caption job %s was started by another worker; skipping it", job_id)
+    started = job_start(job_id=job_id, run_token=run_token, takeover_token=takeover_token)
+    if started is None:
+        logger.info("Caption job %s is held by another run (%s); skipping it", job_id, job.run_token)
         return selectors.job_get(job_id=job_id)
-    logger.info("Started caption job %s", job.id)
+    job = started
+    logger.info("Started caption job %s, attempt %d (%s)", job.id, job.attempts, run_token)
 
     try:
-        return job_caption(job=job)
+        return job_caption(job=job, run_token=run_token)
     except imaging.ImageRejected as error:
-        return job_fail(job=job, message=error.message)
+        return job_fail(job=job, message=error.message, run_token=run_token)
     except (inference.ModelUnavailable, NoActiveModelVersion) as error:
-        return job_fail(job=job, message=str(error))
+        return job_fail(job=job, message=str(error), run_token=run_token)
     except FileNotFoundError:
         return job_fail(
             job=job,
             message="The uploaded image is no longer in storage. Upload it again.",
+            run_token=run_token,
         )
+    except SoftTimeLimitExceeded:
+        return job_fail(
+            job=job,
+            message=(
+                f"Captioning took longer than the limit of {settings.CAPTION_SOFT_TIME_LIMIT} s "
+                "per image. Try again later, when the workers are less busy."
+            ),
+            run_token=run_token,
+        )
+    except TRANSIENT_ERRORS as error:
+        logger.warning("Caption job %s hit a transient error: %r; it will be retried", job.id, error)
+        job_release(job=job, run_token=run_token)
+        raise TransientError(str(error)) from error
     except Exception as error:
         # Any other error is a bug or an outage, not the user's doing. It is recorded
         # on the job so that the job never stays running, and logged with its traceback.
@@ -297,11 +373,79 @@ def job_run(*, job_id: uuid.UUID, redelivered: bool = False) -> CaptionJob | Non
                 f"Captioning failed because of an internal error ({type(error).__name__}). "
                 "Try again later; if it persists, report the job id to the operators."
             ),
+            run_token=run_token,
         )
 
 
-def job_caption(*, job: CaptionJob) -> CaptionJob:
-    """Read, normalise and caption a running job's image, and store the result."""
+@dataclass(frozen=True)
+class SweepReport:
+    resent: int  # queued jobs sent to the broker again
+    requeued: int  # running jobs whose worker is gone, queued again
+    failed: int  # jobs whose attempts are spent
+
+
+# Seconds past the hard time limit before the sweep treats a running job's worker as
+# gone; covers clock skew between hosts and a worker that is slow to report.
+SWEEP_GRACE_SECONDS = 30
+
+
+def jobs_sweep() -> SweepReport:
+    """Finish or re-send every job that a lost worker or a lost message left behind.
+
+    A job queued for JOB_RESEND_AFTER_SECONDS since it was last sent is sent again, in
+    case its message was lost; a second copy is harmless, because a start is guarded.
+    A job running past the hard time limit lost its worker (the limit would have ended
+    the task), so it goes back to the queue. Either one fails once its attempts are
+    spent. Celery beat runs this every JOB_SWEEP_INTERVAL_SECONDS.
+    """
+    now = timezone.now()
+    resend_before = now - timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
+    lost_before = now - timedelta(seconds=settings.CAPTION_TIME_LIMIT + SWEEP_GRACE_SECONDS)
+    resent = requeued = failed = 0
+
+    stale_queued = CaptionJob.objects.filter(status=CaptionJob.Status.QUEUED).filter(
+        Q(enqueued_at__lt=resend_before) | Q(enqueued_at__isnull=True, created_at__lt=resend_before)
+    )
+    for job in stale_queued.only("id", "attempts", "status"):
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            job_fail(job=job, message=attempts_spent_message(job.attempts))
+            failed += 1
+            continue
+        logger.info("Caption job %s waited in the queue since before %s; sending it again", job.pk, resend_before)
+        job_enqueue(job_id=job.pk)
+        resent += 1
+
+    lost_running = CaptionJob.objects.filter(status=CaptionJob.Status.RUNNING, started_at__lt=lost_before)
+    for job in lost_running.only("id", "attempts", "status", "run_token"):
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            job_fail(job=job, message=attempts_spent_message(job.attempts), run_token=job.run_token)
+            failed += 1
+            continue
+        moved = CaptionJob.objects.filter(
+            pk=job.pk, status=CaptionJob.Status.RUNNING, run_token=job.run_token
+        ).update(status=CaptionJob.Status.QUEUED, run_token="")
+        if moved:
+            logger.warning(
+                "Caption job %s ran past its time limit under %s; its worker is gone, so it is "
+                "queued again",
+                job.pk,
+                job.run_token,
+            )
+            job_enqueue(job_id=job.pk)
+            requeued += 1
+
+    report = SweepReport(resent=resent, requeued=requeued, failed=failed)
+    if resent or requeued or failed:
+        logger.info("Sweep: %s", report)
+    return report
+
+
+def job_caption(*, job: CaptionJob, run_token: str) -> CaptionJob:
+    """Read, normalise and caption a running job's image, and store the result.
+
+    The result is stored only while `run_token` still holds the job. A run that the
+    sweep gave up on, or a duplicate, finds the job taken and discards its caption.
+    """
     # Model version: the one the job requests, else the active one.
     model_version = job.model_version or selectors.model_version_get_active()
     if model_version is None:
@@ -326,26 +470,30 @@ def job_caption(*, job: CaptionJob) -> CaptionJob:
     best = result.captions[0]
 
     # Result
-    job.status = CaptionJob.Status.SUCCEEDED
-    job.caption = best.text
-    job.truncated = best.truncated
-    job.alternatives = [caption.to_dict() for caption in result.captions]
-    job.model_version = model_version
-    job.model_seconds = result.model_seconds
-    job.error_message = ""
-    job.finished_at = timezone.now()
-    job.save(
-        update_fields=[
-            "status",
-            "caption",
-            "truncated",
-            "alternatives",
-            "model_version",
-            "model_seconds",
-            "error_message",
-            "finished_at",
-        ]
-    )
+    finished_at = timezone.now()
+    fields = {
+        "status": CaptionJob.Status.SUCCEEDED,
+        "caption": best.text,
+        "truncated": best.truncated,
+        "alternatives": [caption.to_dict() for caption in result.captions],
+        "model_version": model_version,
+        "model_seconds": result.model_seconds,
+        "error_message": "",
+        "finished_at": finished_at,
+        "run_token": "",
+    }
+    stored = CaptionJob.objects.filter(
+        pk=job.pk, status=CaptionJob.Status.RUNNING, run_token=run_token
+    ).update(**fields)
+    if not stored:
+        logger.warning(
+            "Caption job %s was taken from run %s before it finished; discarding its caption",
+            job.pk,
+            run_token,
+        )
+        return selectors.job_get(job_id=job.pk) or job
+    for name, value in fields.items():
+        setattr(job, name, value)
     logger.info(
         "Caption job %s succeeded with model version %s in %.2f s of model time",
         job.id,
