@@ -106,9 +106,16 @@ def file_hash(file: IO[bytes]) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def oriented_size(image: Image.Image) -> tuple[int, int]:
-    """Return (width, height) as shown after the EXIF orientation is applied."""
+def oriented_size(image: Image.Image, *, decode: bool = True) -> tuple[int, int]:
+    """Return (width, height) as shown after the EXIF orientation is applied.
+
+    Pillow decodes a whole PNG to find an eXIf chunk that follows the pixel data.
+    With decode=False such a PNG counts as upright, so that an image over the pixel
+    limit is never decoded just to name its size.
+    """
     width, height = image.size
+    if not decode and image.format == "PNG" and "exif" not in image.info:
+        return width, height
     try:
         orientation = image.getexif().get(ORIENTATION_TAG)
     except Exception:  # A damaged EXIF block only loses the orientation.
@@ -133,7 +140,7 @@ def header_size(content: bytes) -> tuple[int, int] | None:
             continue
         try:
             with factory(io.BytesIO(content), None) as image:
-                return oriented_size(image)
+                return oriented_size(image, decode=False)
         except (SyntaxError, ValueError, OSError):
             continue
     return None

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from captioning import imaging, inference, registry, renditions, selectors
+from captioning import filenames, imaging, inference, registry, renditions, selectors
 from captioning.models import CaptionBatch, CaptionJob, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def job_create(
                 id=job_id,
                 user=user if user is not None and user.is_authenticated else None,
                 image=stored_name,
-                original_filename=(original_filename or "")[:255],
+                original_filename=filenames.display_filename(original_filename),
                 byte_size=checked.byte_size,
                 format=checked.format,
                 width=checked.width,

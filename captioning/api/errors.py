@@ -26,12 +26,26 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
 
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+
+
 def request_size_check(request) -> None:
     """Raise RequestTooLarge when the declared body is over API_MAX_REQUEST_BYTES.
 
-    NOTE: a chunked body without Content-Length passes this check, and then only the
-    per-file limit of captioning.imaging applies, after the upload was received.
+    Raises LengthRequired for a chunked body without Content-Length, because Django
+    reads only as many bytes as Content-Length declares. Such an upload would
+    otherwise arrive empty and be reported as a missing file.
     """
+    transfer_encoding = request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if "chunked" in transfer_encoding and not request.META.get("CONTENT_LENGTH"):
+        raise LengthRequired(
+            "The request body is chunked (Transfer-Encoding: chunked) and has no "
+            "Content-Length header, which this API requires. Send the file with a "
+            "Content-Length, as curl -F and most HTTP clients do for files."
+        )
+
     limit = settings.API_MAX_REQUEST_BYTES
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -134,6 +134,18 @@ class CaptionJobListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = request.data
+        files = request.FILES.getlist("image")
+        if len(files) > 1:
+            # The serializer would take the last file and drop the others unseen.
+            return error_response(
+                code="too_many_files",
+                message=(
+                    f"The field `image` has {len(files)} files, and this endpoint takes one. "
+                    "POST several files as `images` to /api/v1/captions/batch/."
+                ),
+                details={"files": len(files), "max_files": 1},
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
         if "wait" in request.query_params and "wait" not in data:
             # A shallow dict keeps the uploaded file objects as they are.
             fields = data.dict() if hasattr(data, "dict") else dict(data)
