@@ -1,7 +1,7 @@
 """System checks of settings that `manage.py check` and every start run."""
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Tags, Warning, register
 
 
 @register()
@@ -33,5 +33,21 @@ def caption_time_limits_check(app_configs, **kwargs):
             "without a message on the job.",
             hint="Set the soft limit some seconds below the hard one.",
             id="captioning.W002",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def secret_key_source_check(app_configs, **kwargs):
+    """Warn, under `check --deploy`, when SECRET_KEY is the key generated for local runs."""
+    if settings.SECRET_KEY_FROM_ENVIRONMENT:
+        return []
+    return [
+        Warning(
+            "SECRET_KEY is not set, so the site signs sessions with the key generated into "
+            "var/secret_key for local runs.",
+            hint="Set SECRET_KEY to at least 50 random characters, for example the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'.",
+            id="captioning.W003",
         )
     ]

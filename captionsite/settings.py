@@ -44,6 +44,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """Read a header name such as X-Forwarded-Proto into Django's (META key, "https") pair."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not all(char.isalnum() or char == "-" for char in value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a header name; use, for example, X-Forwarded-Proto.")
+    return ("HTTP_" + value.upper().replace("-", "_"), "https")
+
+
 def local_secret_key() -> str:
     """Return a key kept in var/secret_key, creating it on first use.
 
@@ -61,9 +71,44 @@ def local_secret_key() -> str:
 # Core
 
 DEBUG = env_bool("DEBUG", False)
+# Whether SECRET_KEY came from the environment. `check --deploy` warns when it did not
+# (system check captioning.W003), because the generated key lives in var/ beside the
+# code.
+SECRET_KEY_FROM_ENVIRONMENT = bool(os.environ.get("SECRET_KEY"))
 SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+
+# Security. `make run` serves plain http://127.0.0.1:8000, so every option that needs
+# HTTPS is off unless its variable turns it on. docker-compose.yml turns them on for
+# production behind a proxy that terminates TLS, and `manage.py check --deploy`
+# lists what is still off.
+
+# Send the session and CSRF cookies over HTTPS only. Browsers drop such cookies on
+# plain http, so signing in then fails.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+# Seconds browsers remember to use only HTTPS for this host (Strict-Transport-Security);
+# 0 sends no header. Start low, because browsers keep the rule even when HTTPS breaks.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Redirect every plain http request to https.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# The health endpoint stays reachable over plain http, for container health checks.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$"]
+# The header by which the TLS-terminating proxy marks a request that reached it over
+# https, such as X-Forwarded-Proto. Set it only when the proxy always sets or strips
+# that header, because a client could send it otherwise.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# Django's defaults, stated here because the image views rely on them: browsers must
+# not guess content types, and no other site may frame these pages.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "django.contrib.admin",

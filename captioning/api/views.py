@@ -73,6 +73,8 @@ class CaptionJobListView(ApiView):
     permission_classes = [CaptionPermission]
 
     @extend_schema(
+        # drf-spectacular names both GETs under /api/v1/captions/ "v1_captions_retrieve".
+        operation_id="v1_captions_list",
         summary="List your jobs",
         parameters=[CaptionJobPageSerializer],
         responses={

@@ -570,3 +570,46 @@ def test_request_case_through_page(case, client, media_folder, upload_temp_dir):
     else:
         assert html.escape(case.page_text) in response.content.decode()
         check_nothing_left(media_folder, upload_temp_dir)
+
+
+# Response headers
+
+
+@pytest.mark.django_db
+def test_nosniff_on_pages_api_and_images(client, api_client, media_folder, upload_temp_dir):
+    response = post_multipart(client, PAGE_URL, [("images", "photo.png", png())])
+    job = CaptionJob.objects.get()
+    api_job = post_multipart(api_client, API_URL, [("image", "photo.png", png())]).json()
+
+    page_urls = ["/", "/jobs/", f"/jobs/{job.pk}/", f"/jobs/{job.pk}/image/", "/accounts/login/"]
+    for url in page_urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response["X-Content-Type-Options"] == "nosniff", url
+    api_urls = [API_URL, api_job["url"], api_job["image"]["url"], "/api/v1/models/", "/api/v1/nothing/"]
+    for url in api_urls:
+        response = api_client.get(url)
+        assert response.status_code in (200, 404), url
+        assert response["X-Content-Type-Options"] == "nosniff", url
+
+
+@pytest.mark.django_db
+def test_replaced_upload_is_served_as_checked_type(client, api_client, media_folder, upload_temp_dir):
+    """Bytes swapped in storage after the checks still go out as the checked image type."""
+    post_multipart(client, PAGE_URL, [("images", "page.png", png())])
+    post_multipart(api_client, API_URL, [("image", "api.png", png())])
+    page_job = CaptionJob.objects.get(original_filename="page.png")
+    api_job = CaptionJob.objects.get(original_filename="api.png")
+    for job in (page_job, api_job):
+        (media_folder / job.image.name).write_bytes(HTML)
+
+    responses = {
+        page_job: client.get(f"/jobs/{page_job.pk}/image/"),
+        api_job: api_client.get(f"{API_URL}{api_job.pk}/image"),
+    }
+    for job, response in responses.items():
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/png"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+        assert response["Content-Disposition"] == f'inline; filename="{job.pk}.png"'
