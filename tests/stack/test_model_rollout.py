@@ -169,11 +169,17 @@ def test_worker_follows_promotion_and_rollback(
 
 
 @pytest.fixture
-def admin_page(stack_server):
-    """A Chromium page signed in to the admin as a superuser."""
+def admin_page(stack_server, monkeypatch):
+    """A Chromium page signed in to the admin as a superuser.
+
+    Playwright's sync API runs an event loop in this thread, and the test reads and
+    changes the database between browser steps, which Django refuses in a thread
+    with a running loop unless DJANGO_ALLOW_ASYNC_UNSAFE is set.
+    """
     from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
 
     playwright_sync = pytest.importorskip("playwright.sync_api")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     get_user_model().objects.create_superuser("root", "root@example.org", "admin-pass-2026")
     with playwright_sync.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -206,7 +212,7 @@ def test_admin_rollout_in_browser(
     for version in (starter, candidate):
         page.locator(f"input[name='_selected_action'][value='{version.pk}']").check()
     page.locator("select[name='action']").select_option("compare")
-    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Go").click()
     page.wait_for_url(re.compile(r"/compare/"))
     for version in (starter, candidate):
         assert version.label in page.content()
@@ -224,14 +230,14 @@ def test_admin_rollout_in_browser(
     page.get_by_role("link", name="Canary share").click()
     page.get_by_label("Canary share (%)").fill("10")
     page.get_by_role("button", name="Save").click()
-    assert page.get_by_text("The canary share is now 10 %.").is_visible()
+    page.get_by_text("The canary share is now 10 %.").wait_for()
     assert registry.rollout_get().canary_percent == 10
 
     # Promote it, and check that the worker captions with it.
     page.goto(f"/admin/captioning/modelversion/{candidate.pk}/change/")
     page.get_by_role("link", name="Activate").click()
     page.get_by_role("button", name="Activate").click()
-    assert page.get_by_text(f"{candidate.label} is now the active version.").is_visible()
+    page.get_by_text(f"{candidate.label} is now the active version.").wait_for()
     registry.canary_set(percent=0)
     promoted = upload(stack_server, dataset_dir, api_token, celery_worker_process)
     assert promoted["model_version"]["label"] == candidate.label
@@ -241,6 +247,6 @@ def test_admin_rollout_in_browser(
     # Roll back from the list, in two clicks.
     page.get_by_role("link", name=f"Roll back to {starter.label}").click()
     page.get_by_role("button", name="Roll back").click()
-    assert page.get_by_text(f"Rolled back: {starter.label} is the active version again.").is_visible()
+    page.get_by_text(f"Rolled back: {starter.label} is the active version again.").wait_for()
     rolled_back = upload(stack_server, dataset_dir, api_token, celery_worker_process)
     assert rolled_back["model_version"]["label"] == starter.label
