@@ -2,10 +2,13 @@
 
 import logging
 import math
+import sys
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
+from django.template import loader
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -142,6 +145,13 @@ def page_not_found(request, exception):
 
 
 def server_error(request):
+    """Render a crash; a database that is down gets 503 with Retry-After instead of 500.
+
+    Django calls this while it handles the exception, so sys.exc_info() names it.
+    """
+    error = sys.exc_info()[1]
+    if isinstance(error, (OperationalError, InterfaceError)):
+        return database_unavailable(request, error)
     if not api_path(request):
         return defaults.server_error(request)
     body = {
@@ -152,3 +162,27 @@ def server_error(request):
         }
     }
     return JsonResponse(body, status=500)
+
+
+# Seconds a client is asked to wait when the database is down.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(request, error: Exception) -> HttpResponse:
+    logger.warning("Answering %s %s with 503: the database is unavailable (%s)", request.method, request.path, error)
+    if api_path(request):
+        body = {
+            "error": {
+                "code": "database_unavailable",
+                "message": (
+                    "The database is unavailable, so this request was not stored. "
+                    f"Retry in {DATABASE_RETRY_AFTER_SECONDS} seconds."
+                ),
+                "details": {},
+            }
+        }
+        response = JsonResponse(body, status=503)
+    else:
+        response = HttpResponse(loader.render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
