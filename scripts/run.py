@@ -90,6 +90,9 @@ def main() -> int:
                         python, "-m", "celery", "-A", "captionsite", "worker",
                         "--pool=prefork", "--concurrency=1", "--loglevel=INFO",
                         "--hostname", f"captionsite-{os.getpid()}@%h",
+                        # The embedded beat schedules the sweep of lost jobs; a
+                        # deployment with several workers runs one separate beat.
+                        "--beat", "--schedule", str(ROOT / "var" / "celerybeat-schedule"),
                     ],
                     env,
                 ),

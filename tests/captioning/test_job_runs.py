@@ -212,3 +212,15 @@ class TestSweep:
         job = reload(job)
         assert job.status == "succeeded", job.error_message
         assert job.attempts == 2
+
+
+@pytest.mark.django_db
+def test_sweep_jobs_command_reports(job, capsys):
+    from django.core.management import call_command
+
+    hold(job, started_ago=10_000)
+
+    call_command("sweep_jobs")
+
+    assert "queued again: 1" in capsys.readouterr().out
+    assert reload(job).status == "queued"
