@@ -11,7 +11,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUN_STAMP := $(VENV)/.installed-run-$(RUN_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: run test venv venv-dev chromium migrate
+.PHONY: run test chaos venv venv-dev chromium migrate
 
 run: venv
 	$(VENV_PYTHON) scripts/run.py
@@ -21,6 +21,11 @@ test: venv-dev chromium
 	@$(VENV_PYTHON) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests"; fi; \
 	exit $$status
+
+# The fault tests' long versions: 1,000 uploads, 2,000 tasks, repeated kills and
+# restarts. Ends with what became of every accepted job; lost and duplicated must be 0.
+chaos: venv-dev
+	CAPTIONSITE_CHAOS=1 $(VENV_PYTHON) -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 migrate: venv
 	$(VENV_PYTHON) manage.py migrate --noinput

@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from captioning import evaluations, registry, services
 from captioning.models import ModelVersion
@@ -35,7 +36,9 @@ def caption_job_run(self, job_id: str) -> None:
     takeover_token = f"{self.request.id}:{retries - 1}" if retries else None
     try:
         services.job_run(job_id=job_id, run_token=run_token, takeover_token=takeover_token)
-    except services.TransientError as error:
+    except (services.TransientError, OperationalError, InterfaceError) as error:
+        # A database error before the job started lands here too: nothing was stored,
+        # and the job is still queued.
         countdown = settings.JOB_RETRY_BACKOFF_SECONDS * 2**retries
         logger.warning("Retrying caption job %s in %d s after: %s", job_id, countdown, error)
         # Past max_retries this raises the error instead; the job is back in the queue,

@@ -37,7 +37,7 @@ def flickr_references(dataset_dir: Path, count: int) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def compared_versions(transactional_db, settings, dataset_dir):
+def compared_versions(transactional_db, django_db_serialized_rollback, settings, dataset_dir):
     """Two ready versions on the starter checkpoint, each evaluated on the same photos."""
     from django.contrib.auth import get_user_model
 
