@@ -295,7 +295,7 @@ def job_release(*, job: CaptionJob, run_token: str) -> None:
             pk=job.pk, status=CaptionJob.Status.RUNNING, run_token=run_token
         ).update(status=CaptionJob.Status.QUEUED, run_token="")
     except (OperationalError, InterfaceError):
-        logger.warning("Could not put caption job %s back in the queue; the sweep will", job.pk)
+        logger.warning("Could not put caption job %s back in the queue; the sweep will re-queue it", job.pk)
 
 
 def attempts_spent_message(attempts: int) -> str:
@@ -317,7 +317,7 @@ def job_run(
     unchanged: a second delivery of a message is a no-op.
 
     Raises TransientError when the database or the storage failed in a way that may
-    pass; the job is back in the queue and the task retries it with a backoff.
+    pass. The job is then back in the queue, and the task retries it with a backoff.
     """
     job = selectors.job_get(job_id=job_id)
     if job is None:
@@ -385,7 +385,7 @@ class SweepReport:
 
 
 # Seconds past the hard time limit before the sweep treats a running job's worker as
-# gone; covers clock skew between hosts and a worker that is slow to report.
+# gone. The margin covers clock skew between hosts and a worker slow to report.
 SWEEP_GRACE_SECONDS = 30
 
 

@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 @shared_task(
     bind=True,
     acks_late=True,
-    # A pool process that dies mid-task (killed, out of memory) sends the task again as
-    # a counted retry; reject_on_worker_lost requeues it if sending the retry fails.
+    # When the pool process dies mid-task (killed, out of memory), the worker sends the
+    # task again as a counted retry. If that send fails, reject_on_worker_lost puts
+    # the message back in the queue.
     retry_on_worker_lost=True,
     reject_on_worker_lost=True,
     max_retries=max(settings.JOB_MAX_ATTEMPTS - 1, 0),

@@ -249,14 +249,14 @@ class FaultStack:
                     os.killpg(server.pid, signal.SIGKILL)
 
 
-def wait_for(condition, seconds: float, what: str, worker) -> None:
+def wait_for(condition, seconds: float, description: str, worker) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if worker is not None and worker.popen.poll() is not None:
             pytest.fail(f"{worker.name} exited with code {worker.popen.returncode}:\n{worker.log_text()[-5000:]}")
         if time.monotonic() > deadline:
             log = worker.log_text()[-5000:] if worker is not None else ""
-            pytest.fail(f"Timed out after {seconds:g} s waiting for {what}.\n{log}")
+            pytest.fail(f"Timed out after {seconds:g} s waiting for {description}.\n{log}")
         time.sleep(0.2)
 
 
@@ -342,13 +342,13 @@ def outcome(ids: list, stack: FaultStack) -> Outcome:
 
     jobs = CaptionJob.objects.filter(id__in=ids)
     stored = collections.Counter(SUCCEEDED_LINE.findall(stack.worker_logs()))
-    wanted = {str(job_id) for job_id in ids}
+    expected_ids = {str(job_id) for job_id in ids}
     return Outcome(
         accepted=len(ids),
         succeeded=jobs.filter(status="succeeded").count(),
         failed=collections.Counter(jobs.filter(status="failed").values_list("error_message", flat=True)),
-        lost=jobs.exclude(status__in=["succeeded", "failed"]).count() + len(wanted) - jobs.count(),
-        duplicated=sum(1 for job_id, count in stored.items() if job_id in wanted and count > 1),
+        lost=jobs.exclude(status__in=["succeeded", "failed"]).count() + len(expected_ids) - jobs.count(),
+        duplicated=sum(1 for job_id, count in stored.items() if job_id in expected_ids and count > 1),
     )
 
 

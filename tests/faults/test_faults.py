@@ -1,6 +1,7 @@
 """Every accepted job ends succeeded or failed with a reason, exactly once, whatever
-happens to the processes around it: killed workers, a restarted Redis, a visibility
-timeout shorter than a task, a database outage, a burst of uploads, thousands of tasks.
+happens to the processes around it. The faults: killed workers, a restarted Redis, a
+visibility timeout shorter than a task, a database outage, a burst of uploads, and
+thousands of tasks on one worker.
 
 Each test prints a summary (accepted, succeeded, failed with reason, lost, duplicated)
 and requires lost == 0 and duplicated == 0. `make chaos` runs the long versions.
@@ -122,13 +123,13 @@ def test_lost_queue_is_sent_again(fault_stack, settings):
     redis_client.Redis.from_url(fault_stack.redis.url).flushall()
     time.sleep(1.5)
 
-    report_ = services.jobs_sweep()
+    sweep_report = services.jobs_sweep()
     fault_stack.start_worker("worker")
     jobs_wait(ids, fault_stack)
 
     result = outcome(ids, fault_stack)
     report(result, "queue lost and sent again")
-    assert report_.resent == len(ids)
+    assert sweep_report.resent == len(ids)
     assert result.succeeded == len(ids)
 
 
@@ -166,7 +167,7 @@ def test_visibility_timeout_shorter_than_task(fault_stack):
 # 4. Database outage
 
 
-def test_database_outage_during_burst(fault_stack, api_token, django_db_blocker):
+def test_database_outage_during_burst(fault_stack, api_token):
     """The database drops for a few seconds while uploads arrive: no job is lost and
     every request gets a caption, or a 503 with a message and nothing stored."""
     from django.db import connection
