@@ -181,6 +181,7 @@ def batch_upload(request, batch_id: uuid.UUID):
         return json_error(code="batch_full", message=message, status=409, filename=filename)
     except imaging.ImageRejected as error:
         logger.info("Rejected upload %r to caption batch %s: %s", filename, batch.pk, error.code)
+        services.batch_rejection_record(batch=batch, filename=filename, code=error.code, message=error.message)
         return json_error(code=error.code, message=error.message, status=400, filename=filename)
 
     return JsonResponse(
@@ -239,7 +240,7 @@ def batch_export(request, batch_id: uuid.UUID, export_format: str):
     jobs = list(selectors.batch_jobs(batch=batch))
     if export_format == "csv":
         return download_response(
-            content=exports.batch_export_csv(jobs=jobs),
+            content=exports.batch_export_csv(batch=batch, jobs=jobs),
             content_type="text/csv; charset=utf-8",
             filename=f"captions-{batch.pk}.csv",
         )

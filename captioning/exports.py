@@ -1,7 +1,8 @@
 """The captions of a batch as CSV and JSON files, for importing alt text elsewhere.
 
 Both formats carry the same fields per photo, in the order the jobs were created,
-which is the batch page's order. Files upload in parallel, so it can differ from the
+which is the batch page's order, followed by the files rejected at upload with the
+status "rejected". Files upload in parallel, so it can differ from the
 order in which they were chosen. The CSV is written for
 spreadsheets: UTF-8 with a byte order mark, so Excel reads Chinese file names, and no
 cell that a spreadsheet would run as a formula.
@@ -55,6 +56,27 @@ def job_export_record(job: CaptionJob) -> dict:
     }
 
 
+def rejection_export_record(rejection: dict) -> dict:
+    """Return the exported fields of a file that was rejected before becoming a job."""
+    return {
+        "filename": rejection.get("filename", ""),
+        "caption": "",
+        "original_caption": "",
+        "corrected": False,
+        "alternatives": [],
+        "model_version": "",
+        "status": "rejected",
+        "error": rejection.get("message", ""),
+    }
+
+
+def batch_export_records(*, batch: CaptionBatch, jobs: Iterable[CaptionJob]) -> list[dict]:
+    """Return one record per job, then one per rejected file, so no file goes missing."""
+    records = [job_export_record(job) for job in jobs]
+    records += [rejection_export_record(rejection) for rejection in batch.rejected or []]
+    return records
+
+
 def csv_cell(value: str) -> str:
     """Return `value` made inert for spreadsheets: a leading apostrophe before a formula."""
     if value.startswith(FORMULA_PREFIXES):
@@ -62,14 +84,13 @@ def csv_cell(value: str) -> str:
     return value
 
 
-def batch_export_csv(*, jobs: Iterable[CaptionJob]) -> str:
-    """Return the CSV text of `jobs`, starting with a byte order mark and a header row."""
+def batch_export_csv(*, batch: CaptionBatch, jobs: Iterable[CaptionJob]) -> str:
+    """Return the CSV text of a batch, starting with a byte order mark and a header row."""
     buffer = io.StringIO()
     buffer.write("\ufeff")
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for job in jobs:
-        record = job_export_record(job)
+    for record in batch_export_records(batch=batch, jobs=jobs):
         record["alternatives"] = ALTERNATIVES_SEPARATOR.join(
             alternative["text"] for alternative in record["alternatives"]
         )
@@ -82,6 +103,6 @@ def batch_export_json(*, batch: CaptionBatch, jobs: Iterable[CaptionJob]) -> str
     document = {
         "batch": str(batch.pk),
         "created_at": batch.created_at.isoformat(),
-        "items": [job_export_record(job) for job in jobs],
+        "items": batch_export_records(batch=batch, jobs=jobs),
     }
     return json.dumps(document, ensure_ascii=False, indent=2)

@@ -81,6 +81,19 @@ class CaptionOptionsForm(forms.Form):
         )(),
     )
 
+    def clean(self):
+        cleaned = super().clean()
+        beam_size, num_captions = cleaned.get("beam_size"), cleaned.get("num_captions")
+        if beam_size and num_captions and num_captions > beam_size:
+            # The search keeps only beam_size candidates, so it cannot return more.
+            self.add_error(
+                "num_captions",
+                _("A beam size of %(beam)d keeps at most %(beam)d captions. Ask for %(beam)d or "
+                  "fewer, or raise the beam size to %(count)d.")
+                % {"beam": beam_size, "count": num_captions},
+            )
+        return cleaned
+
     def job_options(self) -> dict:
         """Return the valid options as keyword arguments of services.job_create."""
         return {
@@ -104,6 +117,15 @@ class UploadForm(CaptionOptionsForm):
     )
 
     field_order = ["images", "beam_size", "num_captions"]
+
+    def clean(self):
+        cleaned = super().clean()
+        # Screen readers announce the error list with the file input only when the
+        # input names it, next to the limits it already names.
+        if "images" in self.errors:
+            widget = self.fields["images"].widget
+            widget.attrs["aria-describedby"] = f"upload-limits {self['images'].auto_id}_error"
+        return cleaned
 
 
 class CorrectionForm(forms.Form):

@@ -249,6 +249,9 @@ class CaptionBatch(models.Model):
         related_name="caption_batches",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Files of this upload that were rejected before becoming jobs, in arrival order:
+    # [{"filename", "code", "message"}]. They appear on the batch page and in exports.
+    rejected = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = _("caption batch")

@@ -178,6 +178,21 @@ def batch_create(*, user=None) -> CaptionBatch:
     return batch
 
 
+def batch_rejection_record(*, batch: CaptionBatch, filename: str, code: str, message: str) -> None:
+    """Record on a batch a file that was rejected before it became a job.
+
+    The row lock keeps rejections that arrive in parallel from overwriting each other.
+    At most BATCH_MAX_JOBS are kept, like the jobs themselves.
+    """
+    with transaction.atomic():
+        locked = CaptionBatch.objects.select_for_update().get(pk=batch.pk)
+        if len(locked.rejected) >= BATCH_MAX_JOBS:
+            return
+        locked.rejected.append({"filename": filenames.display_filename(filename), "code": code, "message": message})
+        locked.save(update_fields=["rejected"])
+    logger.info("Caption batch %s: recorded rejected upload (%s)", batch.pk, code)
+
+
 def batch_job_create(*, batch: CaptionBatch, upload: IO[bytes], original_filename: str = "", **options) -> CaptionJob:
     """Create a job in `batch` with job_create's options, for the batch's owner.
 

@@ -384,3 +384,9 @@ def image_headers(response: HttpResponse) -> HttpResponse:
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Cache-Control"] = IMAGE_CACHE_CONTROL
     return response
+
+
+def csrf_failure(request, reason: str = ""):
+    """Render a rejected form post (CSRF check failed) as a page with a way back."""
+    logger.info("Rejected %s %s: CSRF check failed (%s)", request.method, request.path, reason)
+    return render(request, "403_csrf.html", status=403)

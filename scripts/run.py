@@ -113,7 +113,7 @@ def main() -> int:
         print(
             f"\nCaptionsite is starting.\n"
             f"  Upload page: {base}/\n"
-            f"  API:         {base}/api/v1/captions/\n"
+            f"  API:         {base}/api/v1/captions/ (documentation: {base}/api/docs/)\n"
             f"  Admin:       {base}/admin/ (create a user with: .venv/bin/python manage.py createsuperuser)\n"
             f"Press Ctrl-C to stop.\n",
             flush=True,

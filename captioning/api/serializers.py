@@ -72,6 +72,16 @@ class CaptionJobCreateSerializer(serializers.Serializer):
         return version
 
     def validate(self, attrs: dict) -> dict:
+        beam_size, num_captions = attrs.get("beam_size"), attrs.get("num_captions")
+        if beam_size is not None and num_captions is not None and num_captions > beam_size:
+            # The search keeps only beam_size candidates, so it cannot return more.
+            raise serializers.ValidationError({
+                "num_captions": [
+                    f"Ensure this value is less than or equal to beam_size ({beam_size}): the "
+                    f"search keeps at most {beam_size} captions. Raise beam_size to "
+                    f"{num_captions} or ask for fewer captions."
+                ]
+            })
         max_length = attrs.get("max_length")
         if max_length is None:
             return attrs

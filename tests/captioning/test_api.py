@@ -326,6 +326,15 @@ def test_invalid_create_option_is_rejected(api_client, bad_inputs_dir, fields):
 
 
 @pytest.mark.django_db
+def test_more_captions_than_beams_is_rejected(api_client, bad_inputs_dir):
+    response = upload(api_client, bad_inputs_dir / "grayscale.jpg", beam_size=2, num_captions=3)
+
+    assert response.status_code == 400, response.content
+    assert "keeps at most 2 captions" in response.json()["error"]["details"]["num_captions"][0]
+    assert CaptionJob.objects.count() == 0
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("by", ["id", "name"])
 def test_model_version_option_pins_the_job(api_client, bad_inputs_dir, starter_model_version, by):
     value = starter_model_version.pk if by == "id" else starter_model_version.name

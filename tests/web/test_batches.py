@@ -56,14 +56,25 @@ class BatchUploadTests:
 
         assert created.status_code == 201
         body = created.json()
-        response = client.post(body["upload_url"], {"image": png_upload("cat.png"), "beam_size": "2", "num_captions": "3"})
+        response = client.post(body["upload_url"], {"image": png_upload("cat.png"), "beam_size": "3", "num_captions": "2"})
 
         assert response.status_code == 201
         job = CaptionJob.objects.get()
         assert str(job.batch_id) == body["id"]
-        assert job.beam_size == 2
-        assert job.num_captions == 3
+        assert job.beam_size == 3
+        assert job.num_captions == 2
         assert response.json()["job"]["url"] == reverse("web:job_detail", kwargs={"job_id": job.pk})
+
+    def test_more_captions_than_beams_is_400(self, client, png_upload):
+        batch = services.batch_create()
+
+        response = client.post(
+            batch_url("batch_upload", batch), {"image": png_upload("cat.png"), "beam_size": "2", "num_captions": "3"}
+        )
+
+        assert response.status_code == 400
+        assert "keeps at most 2 captions" in response.content.decode()
+        assert CaptionJob.objects.count() == 0
 
     def test_rejected_file_returns_400_with_message(self, client, png_upload):
         batch = services.batch_create()
@@ -74,6 +85,22 @@ class BatchUploadTests:
         assert "minimum is 32x32" in response.json()["error"]["message"]
         assert response.json()["filename"] == "tiny.png"
         assert CaptionJob.objects.count() == 0
+
+    def test_rejected_file_stays_on_batch(self, client, png_upload):
+        batch = services.batch_create()
+        client.post(batch_url("batch_upload", batch), {"image": png_upload("cat.png")})
+        client.post(batch_url("batch_upload", batch), {"image": png_upload("tiny.png", size=(8, 8))})
+
+        page = client.get(batch_url("batch_detail", batch)).content.decode()
+        csv_text = client.get(batch_url("batch_export", batch, export_format="csv")).content.decode("utf-8-sig")
+        items = json.loads(client.get(batch_url("batch_export", batch, export_format="json")).content)["items"]
+
+        assert "Files not accepted" in page
+        assert "tiny.png" in page
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        assert [(row["filename"], row["status"]) for row in rows] == [("cat.png", "queued"), ("tiny.png", "rejected")]
+        assert "minimum is 32x32" in rows[1]["error"]
+        assert [item["status"] for item in items] == ["queued", "rejected"]
 
     def test_missing_file_returns_400(self, client):
         batch = services.batch_create()
