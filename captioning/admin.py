@@ -211,21 +211,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("Summary"))
     def training_summary(self, version: ModelVersion) -> str:
-        training = version.training or {}
-        if not training:
+        if not version.training:
             return "—"
-        data = training.get("data") or {}
-        sources = ", ".join(str(source) for source in data) if isinstance(data, dict) else str(data)
+        summary = dashboard.training_summary(version.training)
+
+        def shown(value) -> str:
+            return "—" if value is None else str(value)
+
         return format_html(
             "{}: {}<br>{}: {}<br>{}: {}<br>{}: {}",
             _("Data"),
-            sources or "—",
+            "; ".join(summary["data"]) or "—",
             _("Epochs"),
-            training.get("epochs", "—"),
+            shown(summary["epochs"]),
             _("Seed"),
-            training.get("seed", "—"),
+            shown(summary["seed"]),
             _("Objective"),
-            training.get("objective", "—"),
+            shown(summary["objective"]),
         )
 
     @admin.display(description=gettext_lazy("History"))
@@ -300,7 +302,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:captioning_modelversion_change", args=[version.pk]))
         return HttpResponseRedirect(reverse("admin:captioning_modelversion_changelist"))
 
-    def _refused(self, request, error: Exception, version: ModelVersion | None = None) -> HttpResponse:
+    def _refused(self, request, error: Exception | str, version: ModelVersion | None = None) -> HttpResponse:
         self.message_user(request, str(error), messages.ERROR)
         if version is not None:
             return HttpResponseRedirect(reverse("admin:captioning_modelversion_change", args=[version.pk]))
@@ -308,6 +310,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def activate_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
         version = self._version_for_change(request, version_id)
+        if version.status != ModelVersion.Status.READY:
+            return self._refused(
+                request,
+                _("%(label)s is %(status)s; only a ready version can be activated.")
+                % {"label": version.label, "status": version.get_status_display().lower()},
+                version,
+            )
         active = selectors.model_version_get_active()
         if request.method == "POST":
             try:
@@ -383,6 +392,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def retire_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
         version = self._version_for_change(request, version_id)
+        if version.is_active:
+            return self._refused(
+                request,
+                _("%(label)s is the active version; activate another version before retiring it.")
+                % {"label": version.label},
+                version,
+            )
         if request.method == "POST":
             try:
                 registry.model_version_retire(model_version=version)
@@ -534,33 +550,13 @@ def _evaluation_progress(evaluation: Evaluation) -> str:
 @admin.register(CaptionJob)
 class CaptionJobAdmin(admin.ModelAdmin):
     list_display = ["id", "status", "caption", "model_version", "format", "created_at"]
-    list_filter = ["status", "model_version", "format"]
     search_fields = ["id", "caption", "original_filename", "sha256"]
     date_hierarchy = "created_at"
     list_select_related = ["model_version"]
-    readonly_fields = [
-        "id",
-        "user",
-        "image",
-        "original_filename",
-        "byte_size",
-        "format",
-        "width",
-        "height",
-        "sha256",
-        "beam_size",
-        "max_length",
-        "status",
-        "caption",
-        "alternatives",
-        "truncated",
-        "error_message",
-        "model_version",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "model_seconds",
-    ]
+    list_filter = ["status", "route", "model_version", "format"]
+    # Every field is a fact from the upload or the worker. Changing status, attempts or
+    # the run token by hand would break the guarded transitions that run each job once.
+    readonly_fields = [field.name for field in CaptionJob._meta.fields]
 
     def has_add_permission(self, request):
         # Jobs start from an upload, which the admin form cannot check and enqueue.

@@ -127,9 +127,17 @@ def evaluation_create(
     if not select_every and select_offset:
         raise EvaluationError("An offset needs select_every; give both or neither.")
     if not dataset_path(annotations).is_file():
-        raise EvaluationError(f"The annotations file {dataset_path(annotations)} does not exist.")
+        raise EvaluationError(
+            f"The annotations file {dataset_path(annotations)} does not exist. Paths are read "
+            f"inside DATASET_ROOT ({settings.DATASET_ROOT}); set it to the folder that holds "
+            "the dataset."
+        )
     if not dataset_path(images_dir).is_dir():
-        raise EvaluationError(f"The images folder {dataset_path(images_dir)} does not exist.")
+        raise EvaluationError(
+            f"The images folder {dataset_path(images_dir)} does not exist. Paths are read "
+            f"inside DATASET_ROOT ({settings.DATASET_ROOT}); set it to the folder that holds "
+            "the dataset."
+        )
 
     evaluation = Evaluation.objects.create(
         model_version=model_version,

@@ -313,7 +313,11 @@ def _activate_locked(version: ModelVersion, *, user, reason: str) -> ModelActiva
 
 
 def model_version_activate(*, model_version: ModelVersion, user=None) -> ModelVersion:
-    """Make a ready version the active one; workers use it for their next unpinned job."""
+    """Make a ready version the active one; workers use it for their next unpinned job.
+
+    Activating the candidate removes the "candidate" alias and sets the canary share
+    to 0, since the canary has ended.
+    """
     with transaction.atomic():
         _rollout_lock()
         version = ModelVersion.objects.get(pk=model_version.pk)
@@ -321,6 +325,11 @@ def model_version_activate(*, model_version: ModelVersion, user=None) -> ModelVe
         if version.is_active:
             return version
         activation = _activate_locked(version, user=user, reason=ModelActivation.Reason.ACTIVATE)
+        # Promoting the candidate ends its canary: all unpinned traffic is now its own.
+        promoted_candidate = ModelAlias.objects.filter(name=CANDIDATE_ALIAS, model_version=version).delete()[0]
+        if promoted_candidate:
+            Rollout.objects.filter(pk=Rollout.SINGLETON_ID).update(canary_percent=0)
+            logger.info("Model version %s was the candidate; removed the alias and the canary share", version.pk)
     logger.info(
         "Activated model version %s (%s), replacing %s",
         version.pk,
@@ -334,24 +343,28 @@ def model_version_rollback(*, user=None) -> ModelVersion:
     """Re-activate the version that was active before the newest activation.
 
     Rolling back twice walks further back through the activations, like an undo.
+    Versions retired or failed since are skipped (selectors.model_version_rollback_plan).
     """
     with transaction.atomic():
         _rollout_lock()
-        last = (
-            ModelActivation.objects.select_related("previous")
-            .filter(reason=ModelActivation.Reason.ACTIVATE, rolled_back_at__isnull=True)
-            .first()
+        target, undone = selectors.model_version_rollback_plan()
+        if target is None:
+            raise RegistryError(
+                "There is no earlier active version to roll back to: every version that an "
+                "activation replaced is retired or failed, or none was ever replaced."
+            )
+        now = timezone.now()
+        ModelActivation.objects.filter(pk__in=[activation.pk for activation in undone]).update(
+            rolled_back_at=now
         )
-        # The same query as selectors.model_version_rollback_target, inside the lock.
-        if last is None or last.previous is None:
-            raise RegistryError("There is no earlier active version to roll back to.")
-        target = last.previous
-        _require_ready(target, "rolled back to")
-        last.rolled_back_at = timezone.now()
-        last.save(update_fields=["rolled_back_at"])
+        replaced = selectors.model_version_get_active()
         _activate_locked(target, user=user, reason=ModelActivation.Reason.ROLLBACK)
     logger.info(
-        "Rolled back from model version %s to %s (%s)", last.model_version_id, target.pk, target.label
+        "Rolled back from model version %s to %s (%s), undoing %d activations",
+        replaced.pk if replaced else None,
+        target.pk,
+        target.label,
+        len(undone),
     )
     return target
 

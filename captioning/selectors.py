@@ -147,14 +147,31 @@ def model_version_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
 
 
-def model_version_rollback_target() -> ModelVersion | None:
-    """Return the version that a rollback would activate, or None when there is none.
+def model_version_rollback_plan() -> tuple[ModelVersion | None, list[ModelActivation]]:
+    """Return the version a rollback would activate and the activations it undoes.
 
-    That is the version replaced by the newest activation not yet rolled back.
+    The target is the version that the newest activation not yet rolled back replaced.
+    When that version has since been retired or failed, the rollback walks further back
+    to the first one that is still ready, undoing every activation on the way. Returns
+    (None, []) when no earlier version qualifies.
     """
-    last = (
+    undone = []
+    activations = (
         ModelActivation.objects.select_related("previous")
         .filter(reason=ModelActivation.Reason.ACTIVATE, rolled_back_at__isnull=True)
-        .first()
+        .order_by("-activated_at", "-id")
     )
-    return last.previous if last is not None else None
+    for activation in activations:
+        undone.append(activation)
+        previous = activation.previous
+        if previous is None:
+            break
+        if previous.status == ModelVersion.Status.READY and not previous.is_active:
+            return previous, undone
+    return None, []
+
+
+def model_version_rollback_target() -> ModelVersion | None:
+    """Return the version that a rollback would activate, or None when there is none."""
+    target, _ = model_version_rollback_plan()
+    return target

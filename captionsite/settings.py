@@ -269,7 +269,18 @@ CAPTION_ALTERNATIVES = env_int("CAPTION_ALTERNATIVES", 3)
 
 # Celery and Redis
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+def local_redis_url() -> str:
+    """Return the URL of the private Redis that `make run` started, or "" when none runs.
+
+    `make run` writes it to var/redis-url while it runs, so that manage.py commands
+    started from another shell (evaluate_model --queue, register through the admin)
+    send their tasks to the same Redis as the worker.
+    """
+    path = VAR_DIR / "redis-url"
+    return path.read_text().strip() if path.exists() else ""
+
+
+REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url() or "redis://127.0.0.1:6379/0"
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The job row is the result; nothing reads Celery's result backend.

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL_FILE = ROOT / "var" / "redis-url"
 sys.path.insert(0, str(ROOT))
 
 from captionsite.localredis import LocalRedis  # noqa: E402
@@ -78,6 +79,8 @@ def main() -> int:
         else:
             redis = LocalRedis(directory=ROOT / "var" / "redis").start()
             env["REDIS_URL"] = redis.url
+            # manage.py commands run from another shell read it (see settings.REDIS_URL).
+            REDIS_URL_FILE.write_text(redis.url + "\n")
             logger.info("Started a private Redis at %s", redis.url)
 
         # Worker and web server
@@ -139,6 +142,7 @@ def main() -> int:
         for name, process in reversed(children):
             stop(name, process)
         if redis is not None:
+            REDIS_URL_FILE.unlink(missing_ok=True)
             redis.stop()
             logger.info("Stopped Redis")
 

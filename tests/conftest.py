@@ -118,6 +118,15 @@ def _throttle_counts_cleared():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _language_reset():
+    """End every test in the default language, so none inherits another's activation."""
+    from django.utils import translation
+
+    yield
+    translation.deactivate()
+
+
 @pytest.fixture
 def api_user(db):
     from django.contrib.auth import get_user_model

@@ -192,9 +192,21 @@ class CaptionJobSerializer(serializers.ModelSerializer):
             "truncated",
             "error_message",
             "model_version",
+            "route",
+            "attempts",
             "image",
             "timings",
         ]
+        extra_kwargs = {
+            "route": {
+                "help_text": "How the version was chosen: pinned by the request, the canary "
+                "share (canary) or the active version (active).",
+            },
+            "attempts": {
+                "help_text": "Times a worker started the job; a retry after a lost worker or a "
+                "transient error adds one.",
+            },
+        }
 
     @extend_schema_field(serializers.URLField(help_text="Poll this URL for the job's state."))
     def get_url(self, job: CaptionJob) -> str:

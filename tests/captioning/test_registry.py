@@ -190,15 +190,27 @@ class TestActivation:
         with pytest.raises(registry.RegistryError, match="no earlier active version"):
             registry.model_version_rollback()
 
-    def test_rollback_refuses_retired_target(self, three_versions):
+    def test_rollback_skips_retired_version(self, three_versions):
         starter, first, second = three_versions
         registry.model_version_activate(model_version=first)
         registry.model_version_activate(model_version=second)
         registry.model_version_retire(model_version=first)
 
-        with pytest.raises(registry.RegistryError, match="retired"):
+        assert selectors.model_version_rollback_target() == starter
+        assert registry.model_version_rollback() == starter
+        assert selectors.model_version_get_active() == starter
+        with pytest.raises(registry.RegistryError, match="no earlier active version"):
             registry.model_version_rollback()
-        assert selectors.model_version_get_active() == second
+
+    def test_rollback_with_only_retired_targets_refused(self, three_versions):
+        starter, first, _ = three_versions
+        registry.model_version_activate(model_version=first)
+        registry.model_version_retire(model_version=starter)
+
+        assert selectors.model_version_rollback_target() is None
+        with pytest.raises(registry.RegistryError, match="retired or failed"):
+            registry.model_version_rollback()
+        assert selectors.model_version_get_active() == first
 
 
 # References, aliases and retirement
@@ -292,6 +304,14 @@ class TestCanary:
         with pytest.raises(registry.RegistryError, match="between 0 and 100"):
             registry.canary_set(percent=101)
 
+    def test_promoting_candidate_ends_canary(self, candidate):
+        registry.canary_set(percent=10)
+
+        registry.model_version_activate(model_version=candidate)
+
+        assert not ModelAlias.objects.filter(name="candidate").exists()
+        assert registry.rollout_get().canary_percent == 0
+
     def test_upload_records_canary_route(self, candidate, photo):
         registry.canary_set(percent=100)
         with open(photo, "rb") as file:
@@ -383,6 +403,13 @@ class TestCommands:
     def test_activate_model_unknown(self, starter_model_version):
         with pytest.raises(CommandError, match="No model version matches 'nope'"):
             call_command("activate_model", "nope")
+
+    def test_activate_model_name_without_ready_version(self, starter_model_version, pickled_checkpoint):
+        path, _ = pickled_checkpoint
+        registry.model_version_validate(model_version=register("evil", path))
+
+        with pytest.raises(CommandError, match=r"'evil' has no ready version to activate: evil:1 \(failed\)"):
+            call_command("activate_model", "evil")
 
     def test_activate_model_needs_one_target(self, starter_model_version):
         with pytest.raises(CommandError, match="or pass --rollback alone"):

@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from captioning import registry, selectors
+from captioning.models import ModelVersion
 
 
 class Command(BaseCommand):
@@ -30,8 +31,20 @@ class Command(BaseCommand):
                 return
             target = selectors.model_version_resolve(version)
             if target is None:
-                raise CommandError(f"No model version matches {version!r}.")
+                raise CommandError(self.no_match_message(version))
             registry.model_version_activate(model_version=target)
         except registry.RegistryError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{target.label} (id {target.pk}) is now the active version.")
+
+    @staticmethod
+    def no_match_message(reference: str) -> str:
+        """Explain a reference that names no version, listing a name's versions if it has any."""
+        versions = ModelVersion.objects.filter(name=reference).order_by("number")
+        if not versions:
+            return f"No model version matches {reference!r}."
+        listed = ", ".join(f"{version.label} ({version.status})" for version in versions)
+        return (
+            f"{reference!r} has no ready version to activate: {listed}. "
+            "Name one with NAME:NUMBER, or register a checkpoint that passes validation."
+        )
