@@ -99,6 +99,7 @@ class BatchInBrowserTests:
             caption = card.locator("[data-caption]").inner_text().strip()
             assert len(caption.split()) >= 3, caption
             expect(card.locator("img")).to_have_attribute("alt", caption)
+        expect(page.locator(".batch-rejected")).to_contain_text("truncated.jpg")
         screenshot(page, "batch-en")
 
         # Copy by keyboard, with a visible confirmation.
@@ -119,11 +120,16 @@ class BatchInBrowserTests:
         filename, data = download_text(page, "Export CSV")
         assert filename.endswith(".csv")
         rows = csv_rows(data)
-        assert sorted(row["filename"] for row in rows) == sorted(path.name for path in photos)
+        photo_rows, rejected_row = rows[:-1], rows[-1]
+        assert sorted(row["filename"] for row in photo_rows) == sorted(path.name for path in photos)
         assert rows[1]["caption"] == "two dogs playing on a lawn"
         assert rows[1]["original_caption"] == original
         assert rows[0]["model_version"] == "starter:1"
-        assert all(row["status"] == "succeeded" for row in rows)
+        assert all(row["status"] == "succeeded" for row in photo_rows)
+        # The file rejected at upload ends the export, with its reason.
+        assert rejected_row["filename"] == "truncated.jpg"
+        assert rejected_row["status"] == "rejected"
+        assert "truncated or corrupt" in rejected_row["error"]
 
         # The job page shows the correction and the model's caption.
         second.locator(".batch-card-name").click()
@@ -200,16 +206,20 @@ class BatchInBrowserTests:
 
         _, csv_data = download_text(page, "Export CSV")
         rows = csv_rows(csv_data)
-        assert len(rows) == 20
-        assert sorted(row["filename"] for row in rows) == sorted(path.name for path in photos)
+        photo_rows = rows[:20]
+        assert len(rows) == 21
+        assert sorted(row["filename"] for row in photo_rows) == sorted(path.name for path in photos)
         assert rows[7]["caption"] == "a child on a red slide"
         assert rows[7]["original_caption"] not in ("", "a child on a red slide")
-        assert all(row["caption"] for row in rows)
+        assert all(row["caption"] for row in photo_rows)
+        assert (rows[20]["filename"], rows[20]["status"]) == ("truncated.jpg", "rejected")
 
         _, json_data = download_text(page, "Export JSON")
         document = json.loads(json_data)
-        assert len(document["items"]) == 20
+        photo_items = document["items"][:20]
+        assert len(document["items"]) == 21
         assert document["items"][7]["caption"] == "a child on a red slide"
         assert document["items"][7]["corrected"] is True
-        assert all(item["alternatives"] for item in document["items"])
-        assert all(item["model_version"] == "starter:1" for item in document["items"])
+        assert all(item["alternatives"] for item in photo_items)
+        assert all(item["model_version"] == "starter:1" for item in photo_items)
+        assert document["items"][20]["status"] == "rejected"
