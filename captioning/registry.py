@@ -48,7 +48,7 @@ canary_random = random.Random()
 
 
 class RegistryError(Exception):
-    """A registry change that is not allowed; the message says why and what to do."""
+    """A registry change that is not allowed; the message states why and what to do."""
 
 
 def rollout_get() -> Rollout:
@@ -167,10 +167,11 @@ def model_version_register(
     return version
 
 
-def checkpoint_facts(path: Path) -> dict:
+def checkpoint_facts(path: Path, *, count_parameters: bool = True) -> dict:
     """Read what the registry shows about a checkpoint: hash, size, architecture, record.
 
-    Builds the model from the config to count its parameters, without loading weights.
+    With `count_parameters`, builds the model from the config to count its parameters,
+    without loading weights; validation passes False and counts the model it loads.
     Raises ml.checkpoint.CheckpointError for a file that is not a valid checkpoint and
     RegistryError for a config that lacks settings.
     """
@@ -185,9 +186,8 @@ def checkpoint_facts(path: Path) -> dict:
             f"The checkpoint's config lacks {', '.join(missing)}; it was not written by "
             "this version of ml.train. Export it again with ml.checkpoint.save_checkpoint."
         )
-    model = CaptionModel(CaptionConfig.from_dict(config))
     record = metadata["record"]
-    return {
+    facts = {
         "checkpoint_sha256": file_sha256(path),
         "checkpoint_bytes": path.stat().st_size,
         "config": config,
@@ -195,9 +195,12 @@ def checkpoint_facts(path: Path) -> dict:
         "record_scores": record.get("scores") or {},
         "encoder": config["backbone"],
         "decoder": config["decoder"],
-        "parameter_count": sum(parameter.numel() for parameter in model.parameters()),
         "vocabulary_size": metadata["vocab_size"],
     }
+    if count_parameters:
+        model = CaptionModel(CaptionConfig.from_dict(config))
+        facts["parameter_count"] = sum(parameter.numel() for parameter in model.parameters())
+    return facts
 
 
 def model_version_validate_later(*, model_version: ModelVersion) -> None:
@@ -241,7 +244,7 @@ def model_version_validate(*, model_version: ModelVersion) -> ModelVersion:
         _validation_progress(version, "Checking the file and its config.")
         if not path.is_file():
             raise RegistryError(f"The checkpoint file {path} is missing.")
-        facts = checkpoint_facts(path)
+        facts = checkpoint_facts(path, count_parameters=False)
         if version.checkpoint_sha256 and facts["checkpoint_sha256"] != version.checkpoint_sha256:
             raise RegistryError(
                 f"The checkpoint file {path} changed after it was registered: its sha256 "
@@ -250,6 +253,7 @@ def model_version_validate(*, model_version: ModelVersion) -> ModelVersion:
 
         _validation_progress(version, "Loading the model.")
         captioner = Captioner.from_checkpoint(path, device=inference.caption_device())
+        facts["parameter_count"] = sum(parameter.numel() for parameter in captioner.model.parameters())
 
         _validation_progress(version, "Captioning the smoke test photo.")
         with Image.open(smoke_image_path()) as image:

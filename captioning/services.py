@@ -172,7 +172,7 @@ def job_delete(*, job: CaptionJob) -> None:
 
 
 def batch_create(*, user=None) -> CaptionBatch:
-    """Create an empty batch owned by `user`, or by nobody for an anonymous visitor."""
+    """Create an empty batch owned by `user`, or by no user for an anonymous visitor."""
     batch = CaptionBatch.objects.create(user=user if user is not None and user.is_authenticated else None)
     logger.info("Created caption batch %s", batch.pk)
     return batch

@@ -292,10 +292,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
-# Reliability. The database is the record of every job: these limits bound how long a
-# job may run and how often it is tried, and the sweep (captioning.tasks.jobs_sweep,
-# run by Celery beat) finishes or re-sends every job that a lost worker or a lost
-# message left behind.
+# Reliability. The database is the record of every job. These limits bound how long a
+# job may run and how often it is tried. The sweep (captioning.tasks.jobs_sweep, run
+# by Celery beat) finishes or re-sends every job that a lost worker or message left.
 
 # Seconds one caption task may run: the soft limit fails the job with a message, the
 # hard limit kills the pool process.

@@ -169,7 +169,9 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def database_unavailable(request, error: Exception) -> HttpResponse:
-    logger.warning("Answering %s %s with 503: the database is unavailable (%s)", request.method, request.path, error)
+    logger.warning(
+        "Responding to %s %s with 503 because the database is unavailable: %s", request.method, request.path, error
+    )
     if api_path(request):
         body = {
             "error": {

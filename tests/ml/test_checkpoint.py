@@ -57,7 +57,7 @@ def test_pickle_file_is_rejected_unopened(tmp_path):
         load_checkpoint(path)
 
 
-def test_torch_save_file_is_refused_without_running_its_code(tmp_path):
+def test_torch_save_file_rejected_unopened(tmp_path):
     """A torch.save file whose pickle would create a file on load is refused untouched."""
     marker = tmp_path / "code-ran"
 
